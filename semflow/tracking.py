@@ -1,0 +1,94 @@
+"""MLflow tracking: one parent run per flow run, one nested child run per executed stage.
+
+The active MLflow run is per thread and Prefect may run a task in a worker thread, so nothing here
+relies on an active run crossing threads: the parent is created through MlflowClient and each stage
+opens its child with an explicit `parent_run_id`.
+
+Example::
+
+    parent = start_parent(cfg, config_path, flow_run_id)
+    with stage_run(ctx, "prepare_data", {"data": cfg.data}) as run:
+        mlflow.log_metric("rows", 10)
+    finish_parent(ctx, "FINISHED", {"semflow.prepare_data.status": "Completed"})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
+
+from semflow.config import PipelineConfig
+from semflow.runtime import RunContext, artifact_root, mlflow_artifact_location, tracking_uri
+
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}; lists stay one value."""
+    if isinstance(tree, BaseModel):
+        tree = tree.model_dump(mode="json")
+    if not isinstance(tree, dict):
+        return {prefix: str(tree)[:MAX_PARAM_LENGTH]}
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        flat |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def _experiment_id(client: MlflowClient, name: str, location: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Another run created it between our lookup and create.
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_parent(cfg: PipelineConfig, config_path: str, flow_run_id: str | None) -> RunContext:
+    uri = tracking_uri(cfg.runtime)
+    client = MlflowClient(uri)
+    location = mlflow_artifact_location(cfg.runtime) if uri.startswith("sqlite:") else None
+    experiment_id = _experiment_id(client, cfg.runtime.experiment, location)
+    tags = {"semflow.config": config_path, "semflow.preset": cfg.name}
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = flow_run_id
+    parent = client.create_run(experiment_id, run_name=f"pipeline-{cfg.name}", tags=tags)
+    params = flatten(cfg.model_dump(mode="json", exclude={"runtime"}))
+    client.log_batch(parent.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+    return RunContext(
+        artifact_root=artifact_root(cfg.runtime),
+        tracking_uri=uri,
+        experiment_id=experiment_id,
+        parent_run_id=parent.info.run_id,
+        model_cache=cfg.runtime.model_cache,
+        preview_rows=cfg.runtime.preview_rows,
+    )
+
+
+def finish_parent(ctx: RunContext, status: str, tags: dict[str, str]) -> None:
+    client = MlflowClient(ctx.tracking_uri)
+    for key, value in tags.items():
+        client.set_tag(ctx.parent_run_id, key, value)
+    client.set_terminated(ctx.parent_run_id, status=status)
+
+
+@contextmanager
+def stage_run(ctx: RunContext, stage: str, params: dict[str, Any]) -> Iterator[mlflow.ActiveRun]:
+    """A child run of the pipeline's parent; FAILED if the body raises."""
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    with mlflow.start_run(
+        experiment_id=ctx.experiment_id,
+        run_name=stage,
+        parent_run_id=ctx.parent_run_id,
+        nested=ctx.parent_run_id is not None,
+        tags={"semflow.stage": stage},
+    ) as run:
+        mlflow.log_params(flatten(params))
+        yield run

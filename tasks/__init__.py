@@ -1,0 +1,1 @@
+"""Pipeline stages as Prefect tasks: resolve inputs -> call components -> write artifacts -> log -> manifest."""

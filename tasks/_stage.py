@@ -1,0 +1,69 @@
+"""The part every stage task shares: store lookup, MLflow child run, atomic write, manifest.
+
+A stage task computes its cache key, then calls `run_stage(...)` with a `body(tmp_dir)` that writes
+the stage's files into a temporary directory and returns their refs and metrics. `run_stage` returns
+the existing manifest when the store already holds the key (e.g. Prefect's result cache was cleared),
+and otherwise runs the body inside an MLflow child run and moves the finished directory into place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+from semflow.caching import combine_digests
+from semflow.runtime import RunContext
+from semflow.store import ArtifactStore, OutputRef, StageManifest
+from semflow.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+Body = Callable[[Path], tuple[dict[str, OutputRef], dict[str, float], dict[str, pd.DataFrame]]]
+
+
+def prefect_cache_key(stage: str, key_fn: Callable[..., str]) -> Callable[[Any, dict[str, Any]], str]:
+    """A Prefect cache_key_fn that ignores per-run parameters (the RunContext) by construction."""
+
+    def cache_key_fn(_context: Any, parameters: dict[str, Any]) -> str:
+        inputs = {k: v for k, v in parameters.items() if k != "run"}
+        return f"{stage}-{key_fn(**inputs)}"
+
+    return cache_key_fn
+
+
+def run_stage(stage: str, key: str, ctx: RunContext, params: dict[str, Any], body: Body) -> StageManifest:
+    store = ArtifactStore(ctx.artifact_root)
+    existing = store.manifest(stage, key)
+    if existing is not None:
+        log.info("%s: artifact %s already in the store, not recomputed", stage, key)
+        return existing
+    with stage_run(ctx, stage, params) as run:
+        with store.writer(stage, key) as tmp:
+            outputs, metrics, previews = body(tmp)
+            manifest = store.finish(
+                tmp,
+                StageManifest(
+                    stage=stage,
+                    key=key,
+                    uri=str(store.path(stage, key)),
+                    digest=combine_digests({name: ref.digest for name, ref in outputs.items()}),
+                    outputs=outputs,
+                    metrics=metrics,
+                    mlflow_run_id=run.info.run_id,
+                ),
+            )
+        mlflow.log_metrics(metrics)
+        for name, frame in previews.items():
+            mlflow.log_table(frame.head(ctx.preview_rows), artifact_file=f"preview/{name}.json")
+        mlflow.log_artifact(str(Path(manifest.uri) / "manifest.json"))
+        mlflow.set_tag("semflow.artifact_uri", manifest.uri)
+    return manifest
+
+
+def output_path(manifest: StageManifest, name: str) -> Path:
+    return Path(manifest.uri) / manifest.output(name).path
