@@ -128,6 +128,9 @@ class TinyModelConfig(Section):
     num_attention_heads: int = Field(2, gt=0)
     num_key_value_heads: int = Field(1, gt=0)
     max_position_embeddings: int = Field(1024, gt=0)
+    initializer_range: float = Field(
+        0.3, gt=0, description="init std; larger than Llama's 0.02 so a random model's greedy output varies with its input"
+    )
     seed: int = 0
 
 

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -81,14 +82,23 @@ def finish_parent(ctx: RunContext, status: str, tags: dict[str, str]) -> None:
 
 @contextmanager
 def stage_run(ctx: RunContext, stage: str, params: dict[str, Any]) -> Iterator[mlflow.ActiveRun]:
-    """A child run of the pipeline's parent; FAILED if the body raises."""
+    """A child run of the pipeline's parent; FAILED if the body raises.
+
+    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which `semflow.runtime.tracking_uri`
+    reads as the user's choice; restore it afterwards so one pipeline run does not redirect the next
+    one in the same process (tests, notebooks) to its store.
+    """
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(ctx.tracking_uri)
-    with mlflow.start_run(
-        experiment_id=ctx.experiment_id,
-        run_name=stage,
-        parent_run_id=ctx.parent_run_id,
-        nested=ctx.parent_run_id is not None,
-        tags={"semflow.stage": stage},
-    ) as run:
-        mlflow.log_params(flatten(params))
-        yield run
+    try:
+        with mlflow.start_run(
+            experiment_id=ctx.experiment_id,
+            run_name=stage,
+            parent_run_id=ctx.parent_run_id,
+            nested=ctx.parent_run_id is not None,
+            tags={"semflow.stage": stage},
+        ) as run:
+            mlflow.log_params(flatten(params))
+            yield run
+    finally:
+        mlflow.set_tracking_uri(previous)

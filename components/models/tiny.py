@@ -55,6 +55,7 @@ def build_tiny_model(cfg: TinyModelConfig) -> tuple[LlamaForCausalLM, PreTrained
         num_attention_heads=cfg.num_attention_heads,
         num_key_value_heads=cfg.num_key_value_heads,
         max_position_embeddings=cfg.max_position_embeddings,
+        initializer_range=cfg.initializer_range,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

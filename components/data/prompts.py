@@ -1,0 +1,142 @@
+"""Prompts with references built from the corpora shipped in gensim's wheel.
+
+Usage::
+
+    from semflow.config import BuiltinPrompts
+    from components.data.prompts import builtin_prompts
+    rows = builtin_prompts(BuiltinPrompts(per_family=4))
+    [r["id"] for r in rows][:2]  # ['summarise-0000', 'summarise-0075']
+
+Three task families, ``per_family`` prompts each, in the order summarise, encyclopedia, continue:
+
+- summarise: a Lee news article (cut to ``max_input_words`` words) -> its lead sentence;
+- encyclopedia: a Wikipedia title -> the article's lead paragraph, cut at a sentence boundary to
+  ``max_input_words`` words;
+- continue: the first 40 words of a text8 line -> the next 40 words.
+
+Records are taken spread evenly over each source (indices ``i * n // k``) so a small ``per_family``
+still samples the whole corpus, not just its first articles. A family whose source has fewer usable
+records than ``per_family`` (the wiki dump has about 100 articles) gets them all, and the shortfall
+is reported as ``<family>_shortfall`` in the skipped counts instead of failing the run.
+
+Everything is deterministic. Ids name the source record (``summarise-0007`` is Lee article 7,
+``continue-0003`` text8 line 3, ``encyclopedia-<title slug>``), so a prompt keeps its id, and
+therefore its split, across runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.data.builtin import builtin_skipped, lee_articles, text8_lines, wiki_articles
+from components.data.text import cut_at_sentences, first_words, slugify, split_sentences
+from components.data.wikitext import lead_paragraph
+from semflow.config import BuiltinPrompts
+
+SUMMARISE = "Summarise the following news article in one sentence."
+CONTINUE = "Continue the following text."
+CONTINUE_WORDS = 40
+
+
+def spread(n: int, k: int) -> list[int]:
+    """min(k, n) indices spread evenly over range(n), starting at 0."""
+    k = min(k, n)
+    return [i * n // k for i in range(k)]
+
+
+def _summarise(cfg: BuiltinPrompts) -> list[dict[str, Any]]:
+    articles = lee_articles()
+    rows = []
+    for i in spread(len(articles), cfg.per_family):
+        article = articles[i]
+        rows.append(
+            {
+                "id": f"summarise-{i:04d}",
+                "family": "summarise",
+                "instruction": SUMMARISE,
+                "input": first_words(article, cfg.max_input_words),
+                "reference": split_sentences(article)[0],
+            }
+        )
+    return rows
+
+
+def _encyclopedia(cfg: BuiltinPrompts) -> tuple[list[dict[str, Any]], int]:
+    # Only articles with a lead paragraph that ends a sentence make a usable reference; the rest
+    # (e.g. "X may refer to:" disambiguation pages) are counted and left out.
+    candidates = []
+    for i, (title, text) in enumerate(wiki_articles()):
+        lead = lead_paragraph(text)
+        if lead:
+            candidates.append((i, title, lead))
+    no_lead = len(wiki_articles()) - len(candidates)
+    rows, used = [], set()
+    for j in spread(len(candidates), cfg.per_family):
+        i, title, lead = candidates[j]
+        slug = slugify(title) or f"{i:04d}"
+        if slug in used:  # titles are unique, their slugs need not be
+            slug = f"{slug}-{i:04d}"
+        used.add(slug)
+        rows.append(
+            {
+                "id": f"encyclopedia-{slug}",
+                "family": "encyclopedia",
+                "instruction": f"Write a short encyclopedia paragraph about {title}.",
+                "input": "",
+                "reference": cut_at_sentences(lead, cfg.max_input_words),
+            }
+        )
+    return rows, no_lead
+
+
+def _continue(cfg: BuiltinPrompts) -> tuple[list[dict[str, Any]], int]:
+    # A line needs more than CONTINUE_WORDS words to leave anything to continue with.
+    candidates = [
+        (i, line.split())
+        for i, line in enumerate(text8_lines())
+        if len(line.split()) > CONTINUE_WORDS
+    ]
+    too_short = len(text8_lines()) - len(candidates)
+    rows = []
+    for j in spread(len(candidates), cfg.per_family):
+        i, words = candidates[j]
+        rows.append(
+            {
+                "id": f"continue-{i:04d}",
+                "family": "continue",
+                "instruction": CONTINUE,
+                "input": " ".join(words[:CONTINUE_WORDS]),
+                "reference": " ".join(words[CONTINUE_WORDS : 2 * CONTINUE_WORDS]),
+            }
+        )
+    return rows, too_short
+
+
+def builtin_prompts_with_skipped(
+    cfg: BuiltinPrompts,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The prompts and {reason: count}: source records that could not be used, and how many prompts
+    each family is short of ``per_family`` (zeros included)."""
+    summarise = _summarise(cfg)
+    encyclopedia, no_lead = _encyclopedia(cfg)
+    continued, too_short = _continue(cfg)
+    skipped = {
+        **builtin_skipped("lee"),
+        **builtin_skipped("wiki"),
+        **builtin_skipped("text8"),
+        "encyclopedia_no_lead": no_lead,
+        "continue_too_short": too_short,
+    }
+    for family, rows in (
+        ("summarise", summarise),
+        ("encyclopedia", encyclopedia),
+        ("continue", continued),
+    ):
+        skipped[f"{family}_shortfall"] = cfg.per_family - len(rows)
+    return summarise + encyclopedia + continued, skipped
+
+
+def builtin_prompts(cfg: BuiltinPrompts) -> list[dict[str, Any]]:
+    """Up to ``per_family`` prompts for each of the three families, as dicts with keys
+    id, family, instruction, input, reference."""
+    return builtin_prompts_with_skipped(cfg)[0]

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from semflow.config import ConfigError, PipelineConfig, load_config, validate_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("preset", ["default.yaml", "smoke.yaml", "gpu.yaml"])
+def test_every_preset_validates(preset):
+    cfg = load_config(CONFIGS / preset)
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.name == preset.removesuffix(".yaml")
+
+
+def test_default_preset_is_the_real_offline_teacher():
+    cfg = load_config(CONFIGS / "default.yaml")
+    assert cfg.teacher.spec == "smollm2-135m-instruct"
+    assert cfg.runtime.offline is True
+    assert cfg.teacher.trust_remote_code is False
+
+
+def test_override_parses_yaml_values():
+    cfg = load_config(
+        CONFIGS / "smoke.yaml",
+        ["generation.max_new_tokens=64", "generation.do_sample=true", "student.keep_layers=[0, 1]"],
+    )
+    assert cfg.generation.max_new_tokens == 64
+    assert cfg.generation.do_sample is True
+    assert cfg.student.keep_layers == [0, 1]
+
+
+def test_override_of_a_missing_section_is_validated_too():
+    with pytest.raises(ConfigError, match=r"nonsense: unknown key"):
+        load_config(CONFIGS / "smoke.yaml", ["nonsense.deep=1"])
+
+
+def test_unknown_key_is_reported_with_its_path(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generation:\n  max_new_tokenz: 5\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml") as err:
+        load_config(bad)
+    assert "generation.max_new_tokenz: unknown key" in str(err.value)
+
+
+def test_bad_value_is_reported_with_its_path():
+    with pytest.raises(ConfigError, match=r"generation\.max_new_tokens: Input should be greater than 0"):
+        validate_config({"generation": {"max_new_tokens": 0}})
+
+
+def test_split_fractions_must_sum_to_one():
+    with pytest.raises(ConfigError, match=r"data\.split: .*must be 1, got 0.7"):
+        validate_config({"data": {"split": {"train": 0.5}}})
+
+
+def test_source_kind_selects_the_schema():
+    with pytest.raises(ConfigError, match=r"data\.prompts\.file\.path: Field required"):
+        validate_config({"data": {"prompts": {"kind": "file"}}})
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(CONFIGS / "smoke.yaml", ["generation.max_new_tokens"])
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config(CONFIGS / "smoke.yaml", ["name.x=1"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_student_spec_requires_a_model():
+    with pytest.raises(ConfigError, match="student.init is 'spec' but student.model is not set"):
+        validate_config({"student": {"init": "spec"}})

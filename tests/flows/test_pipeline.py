@@ -1,0 +1,127 @@
+"""The pipeline on the smoke preset: caching, reruns after config changes and failures, tracking."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.pipeline import pipeline
+from semflow.store import ArtifactStore
+from tests.conftest import SMOKE
+
+
+def run(workdir, *overrides):
+    return pipeline(str(SMOKE), [f"runtime.workdir={workdir}", *overrides])
+
+
+def states(result):
+    return {stage: info["state"] for stage, info in result["stages"].items()}
+
+
+def test_rerun_is_cached_and_a_changed_setting_reruns_only_downstream(workdir):
+    first = run(workdir)
+    assert states(first) == {"prepare_data": "Completed", "generate_teacher": "Completed"}
+
+    second = run(workdir)
+    assert states(second) == {"prepare_data": "Cached", "generate_teacher": "Cached"}
+    assert second["stages"] == {k: {**v, "state": "Cached"} for k, v in first["stages"].items()}
+
+    changed = run(workdir, "generation.max_new_tokens=3")
+    assert states(changed) == {"prepare_data": "Cached", "generate_teacher": "Completed"}
+    assert changed["stages"]["generate_teacher"]["key"] != first["stages"]["generate_teacher"]["key"]
+    responses = pd.read_parquet(f"{changed['stages']['generate_teacher']['uri']}/responses.parquet")
+    assert responses["response_tokens"].max() <= 3
+
+    data_changed = run(workdir, "data.prompts.per_family=2")
+    assert states(data_changed) == {"prepare_data": "Completed", "generate_teacher": "Completed"}
+
+
+def test_outputs_have_the_documented_schema(workdir):
+    result = run(workdir)
+    data_uri = result["stages"]["prepare_data"]["uri"]
+    prompts = pd.read_parquet(f"{data_uri}/prompts.parquet")
+    assert list(prompts.columns) == ["id", "family", "instruction", "input", "reference", "split"]
+    assert set(prompts["family"]) == {"summarise", "encyclopedia", "continue"} and len(prompts) == 12
+    assert list(pd.read_parquet(f"{data_uri}/documents.parquet").columns) == ["doc_id", "title", "text"]
+    corpora = pd.read_parquet(f"{data_uri}/corpora.parquet")
+    assert corpora.groupby("corpus").size().to_dict() == {"encyclopedia": 10, "news": 20}
+
+    responses = pd.read_parquet(f"{result['stages']['generate_teacher']['uri']}/responses.parquet")
+    assert list(responses["id"]) == list(prompts["id"])  # all splits by default, in order
+    assert {"response", "prompt_tokens", "response_tokens", "finished"} <= set(responses.columns)
+    manifest = json.loads((ArtifactStore(workdir / "artifacts").path("generate_teacher", result["stages"]["generate_teacher"]["key"]) / "manifest.json").read_text())
+    assert manifest["outputs"]["responses"]["rows"] == 12
+
+
+def test_failed_generation_keeps_data_prep_and_writes_no_partial_artifact(workdir, monkeypatch):
+    import components.generation as generation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure in generation")
+
+    monkeypatch.setattr(generation, "generate", broken)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        run(workdir)
+    store = ArtifactStore(workdir / "artifacts")
+    assert len(store.stage_dirs("prepare_data")) == 1
+    assert not (store.root / "generate_teacher").exists() or not any((store.root / "generate_teacher").iterdir())
+
+    monkeypatch.undo()
+    rerun = run(workdir)
+    assert states(rerun) == {"prepare_data": "Cached", "generate_teacher": "Completed"}
+
+
+def test_a_deleted_artifact_is_rebuilt_even_though_prefect_cached_it(workdir):
+    import shutil
+
+    first = run(workdir)
+    shutil.rmtree(first["stages"]["generate_teacher"]["uri"])
+    again = run(workdir)
+    assert states(again) == {"prepare_data": "Cached", "generate_teacher": "Completed"}
+    assert (ArtifactStore(workdir / "artifacts").manifest("generate_teacher", again["stages"]["generate_teacher"]["key"])) is not None
+
+
+def test_mlflow_has_a_parent_run_with_one_child_per_executed_stage(workdir):
+    first = run(workdir)
+    second = run(workdir)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("semflow")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {p.info.run_id for p in parents} == {first["mlflow_run_id"], second["mlflow_run_id"]}
+    # The cached rerun logged no new child: both children belong to the first parent.
+    assert sorted(c.info.run_name for c in children) == ["generate_teacher", "prepare_data"]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {first["mlflow_run_id"]}
+
+    gen = next(c for c in children if c.info.run_name == "generate_teacher")
+    assert gen.data.params["generation.max_new_tokens"] == "8"
+    assert gen.data.metrics["responses"] == 12 and gen.data.metrics["tokens_per_second"] > 0
+    artifacts = {a.path for a in client.list_artifacts(gen.info.run_id)} | {
+        a.path for a in client.list_artifacts(gen.info.run_id, "preview")
+    }
+    assert {"manifest.json", "preview/responses.json"} <= artifacts
+
+    parent = client.get_run(second["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["semflow.generate_teacher.state"] == "Cached"
+    assert parent.data.tags["semflow.generate_teacher.run_id"] == gen.info.run_id
+    assert parent.data.tags["prefect.flow_run_id"]
+
+
+def test_bad_input_fails_with_file_and_line_and_leaves_nothing(workdir, tmp_path):
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"instruction": "ok"}\n{"instruction": "fine"}\n{"instruction": oops}\n')
+    with pytest.raises(Exception, match=r"prompts\.jsonl:3"):
+        run(workdir, f"data.prompts={{kind: file, path: '{bad}'}}")
+    store = ArtifactStore(workdir / "artifacts")
+    assert store.stage_dirs("prepare_data") == []
+    assert not list((store.root / "prepare_data").glob(".*tmp*"))
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("semflow").experiment_id])
+    assert {r.info.run_name: r.info.status for r in runs if r.info.run_name == "prepare_data"} == {"prepare_data": "FAILED"}
+    assert mlflow.active_run() is None
