@@ -52,12 +52,12 @@ def run(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt = No
     table = Table(title=f"semflow pipeline ({cfg.name})")
     for column in ("stage", "state", "key"):
         table.add_column(column, no_wrap=True)
-    table.add_column("headline metrics", overflow="fold")
     for stage, info in result["stages"].items():
-        shown = {k: v for k, v in info["metrics"].items() if "." not in k or k.endswith(".rows")}
-        metrics = "\n".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:6])
-        table.add_row(stage, info["state"], info["key"], metrics)
+        table.add_row(stage, info["state"], info["key"])
     console.print(table)
+    for stage, info in result["stages"].items():
+        headline = {k: v for k, v in info["metrics"].items() if "." not in k or k.endswith(".rows")}
+        console.print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in headline.items()))
     console.print(f"artifacts: {artifact_root(cfg.runtime)}")
     console.print(f"MLflow:    {tracking_uri(cfg.runtime)} (parent run {result['mlflow_run_id']})")
     console.print("UIs:       semflow ui --config " + str(config))
