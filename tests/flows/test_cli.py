@@ -1,0 +1,34 @@
+from typer.testing import CliRunner
+
+from semflow.cli import app
+from tests.conftest import SMOKE
+
+runner = CliRunner()
+
+
+def test_config_command_prints_defaults_and_rejects_bad_keys():
+    ok = runner.invoke(app, ["config", "-c", str(SMOKE), "--set", "generation.max_new_tokens=5"])
+    assert ok.exit_code == 0, ok.output
+    assert "max_new_tokens: 5" in ok.output and "spec: tiny-random" in ok.output
+    bad = runner.invoke(app, ["config", "-c", str(SMOKE), "--set", "generation.beams=2"])
+    assert bad.exit_code == 2
+    assert "generation.beams: unknown key" in bad.output
+
+
+def test_stages_shows_cache_status_before_and_after_a_run(workdir):
+    args = ["stages", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}"]
+    before = runner.invoke(app, args)
+    assert before.exit_code == 0, before.output
+    assert "cached" not in before.output and "to run (after upstream)" in before.output
+    run = runner.invoke(app, ["run", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}"])
+    assert run.exit_code == 0, run.output
+    after = runner.invoke(app, args)
+    assert after.output.count("cached") == 2, after.output
+
+
+def test_init_student_prunes_and_saves(tmp_path):
+    out = tmp_path / "student"
+    result = runner.invoke(app, ["init-student", "-c", str(SMOKE), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "student: 1 layers" in result.output and "teacher 2 layers" in result.output
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
