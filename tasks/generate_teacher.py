@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 from prefect import task
 
 from semflow.caching import stage_key
@@ -38,6 +39,7 @@ def generate_teacher(
         prompts = read_dataset(output_path(data, "prompts"))
         prompts = prompts[prompts["split"].isin(generation.splits)].reset_index(drop=True)
         loaded = load_model(teacher, run.model_cache)
+        mlflow.set_tag("semflow.model_origin", loaded.origin)  # gguf-convert | cache | local | hub | tiny
         rendered = format_prompts(
             loaded.tokenizer, prompts["instruction"].tolist(), prompts["input"].tolist(), generation.system_prompt
         )

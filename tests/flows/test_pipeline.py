@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from components.data import DataError
 from flows.pipeline import pipeline
 from semflow.store import ArtifactStore
 from tests.conftest import SMOKE
@@ -113,15 +114,24 @@ def test_mlflow_has_a_parent_run_with_one_child_per_executed_stage(workdir):
     assert parent.data.tags["prefect.flow_run_id"]
 
 
-def test_bad_input_fails_with_file_and_line_and_leaves_nothing(workdir, tmp_path):
+BAD_INPUTS = {
+    "malformed-line": ('{"instruction": "ok"}\n{"instruction": "fine"}\n{"instruction": oops}\n', r"prompts\.jsonl:3: invalid JSON"),
+    "missing-field": ('{"instruction": "ok"}\n{"question": "where?", "answer": "here"}\n', r"prompts\.jsonl:2: missing required field 'instruction'.*answer.*question"),
+    "empty-source": ("", r"prompts\.jsonl has no records"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_fails_clearly_and_leaves_no_artifact(workdir, tmp_path, case):
+    text, message = BAD_INPUTS[case]
     bad = tmp_path / "prompts.jsonl"
-    bad.write_text('{"instruction": "ok"}\n{"instruction": "fine"}\n{"instruction": oops}\n')
-    with pytest.raises(Exception, match=r"prompts\.jsonl:3"):
+    bad.write_text(text)
+    with pytest.raises(DataError, match=message):
         run(workdir, f"data.prompts={{kind: file, path: '{bad}'}}")
     store = ArtifactStore(workdir / "artifacts")
     assert store.stage_dirs("prepare_data") == []
     assert not list((store.root / "prepare_data").glob(".*tmp*"))
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("semflow").experiment_id])
-    assert {r.info.run_name: r.info.status for r in runs if r.info.run_name == "prepare_data"} == {"prepare_data": "FAILED"}
+    assert {r.info.run_name: r.info.status for r in runs} == {"prepare_data": "FAILED", "pipeline-smoke": "FAILED"}
     assert mlflow.active_run() is None
