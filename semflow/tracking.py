@@ -48,8 +48,11 @@ def _experiment_id(client: MlflowClient, name: str, location: str) -> str:
     try:
         return client.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:
-        # Another run created it between our lookup and create.
-        return client.get_experiment_by_name(name).experiment_id
+        # Another run may have created it between our lookup and create; anything else is an error.
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def start_parent(cfg: PipelineConfig, config_path: str, flow_run_id: str | None) -> RunContext:

@@ -11,7 +11,7 @@ and the end of the instruction matter most for what comes next); how many were c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +28,6 @@ class GenerationOutput:
     finished: list[bool]  # ended with EOS rather than max_new_tokens
     truncated: list[int]  # prompt tokens cut from the left
     seconds: float = 0.0
-    batch_seconds: list[float] = field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:
@@ -83,12 +82,10 @@ def generate(
     token_ids: list[list[int]] = [[] for _ in range(n)]
     order = sorted(range(n), key=lambda i: -len(encoded[i]))
     batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-    batch_seconds = []
     generated = 0
     bar = tqdm(total=n, desc="generate", unit="prompt", disable=not progress)
     start = time.perf_counter()
     for b, batch in enumerate(batches):
-        t0 = time.perf_counter()
         padded = tokenizer.pad(
             {"input_ids": [encoded[i] for i in batch]}, padding=True, padding_side="left",
             return_tensors="pt",
@@ -110,7 +107,6 @@ def generate(
             texts[i] = tokenizer.decode(kept, skip_special_tokens=True).strip()
             new_tokens[i], finished[i] = len(kept), stop is not None
             generated += len(kept)
-        batch_seconds.append(time.perf_counter() - t0)
         bar.update(len(batch))
         bar.set_postfix(tok_s=f"{generated / (time.perf_counter() - start):.1f}")
     bar.close()
@@ -122,5 +118,4 @@ def generate(
         finished=finished,
         truncated=truncated,
         seconds=time.perf_counter() - start,
-        batch_seconds=batch_seconds,
     )
