@@ -181,6 +181,84 @@ class GenerationConfig(Section):
     splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
 
 
+# ------------------------------------------------------------------------------------- distillation
+class ScrgConfig(Section):
+    """SCRG: the student samples, the most divergent disagreeing token is replaced by the teacher's,
+    the student regenerates the rest (MGSR sequence level)."""
+
+    on_policy: float = Field(
+        1.0, ge=0, le=1,
+        description="share of prompts whose sequence is a student sample; the rest start from the "
+        "teacher's response (1: on-policy, 0: off-policy, as DistiLLM/GKD mixes)",
+    )
+    rounds: int = Field(1, ge=0, le=16, description="corrections per sequence (the paper tried 1, 3, 5)")
+    teacher_token: Literal["sample", "argmax"] = "sample"
+    direction: Literal["forward", "reverse"] = Field(
+        "forward", description="d_i = KL(P_i || Q_i) (forward) or KL(Q_i || P_i)"
+    )
+    max_new_tokens: int = Field(64, gt=0, description="response budget, corrections included")
+    do_sample: bool = Field(True, description="student sampling and regeneration; false: greedy")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    batch_size: int = Field(8, gt=0)
+    seed: int = 0
+
+
+class TrainerConfig(Section):
+    """The training loop shared by distillation and SE-DSI."""
+
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
+    batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    max_grad_norm: float = Field(1.0, gt=0)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs")
+    checkpoint_every: int = Field(10, gt=0, description="optimizer steps between checkpoints")
+    eval_every: int = Field(10, gt=0, description="optimizer steps between validation losses")
+    log_every: int = Field(1, gt=0)
+    seed: int = 0
+
+
+class DistillConfig(Section):
+    """Student distillation: MGSR or a baseline, selected by `method`."""
+
+    method: Literal[
+        "mgsr", "sft", "seqkd", "kd_fkl", "kd_rkl", "jsd", "skew_fkl", "skew_rkl", "gkd"
+    ] = "mgsr"
+    w_sft: float = Field(1.0, ge=0)
+    w_dac: float = Field(1.0, ge=0)
+    w_span: float = Field(1.0, ge=0)
+    kd_sft_weight: float = Field(0.0, ge=0, description="SFT term added to the divergence baselines")
+    tau: float = Field(1.0, gt=0, description="temperature of both distributions in every KD loss")
+    top_k: int = Field(256, gt=1, description="DAC-KL: sorted teacher entries f_sub sees")
+    band_hidden: int = Field(64, gt=0, description="DAC-KL: width of f_sub's hidden layer")
+    kappa: float = Field(50.0, gt=0, description="DAC-KL: sharpness of the soft band edges")
+    dac_target: Literal["label", "teacher_argmax"] = "label"
+    band_lr: float = Field(1e-3, gt=0, description="learning rate of f_sub")
+    jsd_beta: float = Field(0.5, gt=0, lt=1)
+    skew_alpha: float = Field(0.1, ge=0, lt=1)
+    gkd_on_policy: float = Field(
+        0.5, ge=0, le=1, description="gkd: share of steps whose responses the student samples anew"
+    )
+    spans: Literal["auto", "spacy", "rules"] = Field(
+        "auto", description="phrase chunker: spaCy when en_core_web_sm is installed (auto), else rules"
+    )
+    chunk_size: int | None = Field(
+        512, gt=0, description="response tokens per logits chunk; None computes full logits"
+    )
+    max_seq_tokens: int = Field(768, gt=0, description="prompt + response; longer responses are cut")
+    on_long_prompt: Literal["truncate", "fail"] = Field(
+        "truncate", description="prompts over generation.max_prompt_tokens keep their last tokens"
+    )
+    train: TrainerConfig = TrainerConfig()
+    eval_max_new_tokens: int = Field(64, gt=0)
+    eval_batch_size: int = Field(8, gt=0)
+
+
 # ---------------------------------------------------------------------------------------- execution
 class RuntimeConfig(Section):
     workdir: str = Field(".semflow", description="artifacts, MLflow store and PREFECT_HOME live here")
@@ -200,6 +278,8 @@ class PipelineConfig(Section):
     teacher: ModelConfig = ModelConfig()
     student: StudentConfig = StudentConfig()
     generation: GenerationConfig = GenerationConfig()
+    scrg: ScrgConfig = ScrgConfig()
+    distill: DistillConfig = DistillConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
 

@@ -1,0 +1,27 @@
+"""MGSR distillation (Liu et al. 2024): SCRG correction, DAC-KL and span-correlation losses, the
+baselines beside them, a resumable trainer and ROUGE-L evaluation.
+
+Usage::
+
+    from components.distill import Objective, Trainer, scrg_correct, student_loss_fn
+
+    revised = scrg_correct(teacher, student, tok, prompt_ids, sampled_ids, cfg.scrg).revised
+    objective = Objective(cfg.distill)
+    trainer = Trainer(student, student_loss_fn(student, teacher, objective, 512), examples, collate_fn,
+                      cfg.distill.train, ckpt_dir, extra_modules={"objective": objective},
+                      param_groups=[{"params": objective.parameters(), "lr": cfg.distill.band_lr}])
+    trainer.train()
+"""
+
+from components.distill.data import BuildReport, DistillDataError, Example, build_examples, collate, tokenize_prompts
+from components.distill.evaluate import rouge_l
+from components.distill.objective import Objective, distill_loss, student_loss_fn
+from components.distill.scrg import ScrgResult, sample_responses, scrg_correct, select_correction, token_divergence
+from components.distill.spans import PhraseChunker, pair_starts
+from components.distill.trainer import Trainer, TrainResult
+
+__all__ = [
+    "BuildReport", "DistillDataError", "Example", "Objective", "PhraseChunker", "ScrgResult", "TrainResult",
+    "Trainer", "build_examples", "collate", "distill_loss", "pair_starts", "rouge_l", "sample_responses",
+    "scrg_correct", "select_correction", "student_loss_fn", "token_divergence", "tokenize_prompts",
+]

@@ -1,0 +1,249 @@
+"""SCRG, sequence correction and re-generation: the sequence level of MGSR (Liu et al. 2024, sec. 3.1).
+
+For each prompt x and a sequence y (a student sample, or the teacher's response for off-policy rows):
+1. one teacher and one student forward pass over (x, y) give P_i and Q_i at every response position;
+2. the teacher's token y^t_i is sampled from P_i (or its argmax);
+3. d_i = KL(P_i || Q_i) (or KL(Q_i || P_i));
+4. j = argmax d_i over response positions where y_i != y^t_i; none -> the sequence is kept;
+5. y_j := y^t_j and the student regenerates the suffix after j, continuing from the KV cache of its
+   scoring pass (the prefix is never recomputed);
+6. repeat for `rounds`. A later round only looks after the previous correction, so a correction is
+   never undone and each round revises text the previous one produced (our choice; the paper is silent).
+
+Example::
+
+    result = scrg_correct(teacher, student, tokenizer, prompt_ids, sampled_ids, ScrgConfig(rounds=1))
+    result.revised[0], result.positions[0], result.divergences[0]
+
+Sequences carry their EOS token when they ended with one: the EOS is a scored position like any other
+(the teacher may disagree that the answer ends there), and a replacement token that is EOS ends the
+sequence without regeneration. Regeneration keeps the total response within `max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from semflow.config import ScrgConfig
+
+
+@dataclass
+class ScrgResult:
+    revised: list[list[int]]
+    positions: list[list[int]] = field(default_factory=list)  # j per applied correction
+    divergences: list[list[float]] = field(default_factory=list)  # d_j per applied correction
+    regenerated: list[int] = field(default_factory=list)  # tokens the student wrote after corrections
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def token_divergence(teacher_logp: torch.Tensor, student_logp: torch.Tensor, direction: str) -> torch.Tensor:
+    """d_i per position: KL(P_i || Q_i) (forward) or KL(Q_i || P_i) (reverse); inputs [..., V] log-probs."""
+    if direction == "forward":
+        return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
+    if direction == "reverse":
+        return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
+    raise ValueError(f"direction must be forward or reverse, got {direction!r}")
+
+
+def select_correction(
+    divergence: torch.Tensor, sequence: torch.Tensor, teacher_tokens: torch.Tensor, candidates: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """j = argmax_i d_i over candidate positions where sequence_i != teacher_i, per row.
+
+    All inputs [B, L]; candidates masks padding, prompt and already-settled positions.
+    Returns (j [B], d_j [B]) with j = -1 (and d_j = nan) where no position qualifies.
+    """
+    eligible = candidates & (sequence != teacher_tokens)
+    scores = divergence.masked_fill(~eligible, float("-inf"))
+    d_j, j = scores.max(-1)
+    none = ~eligible.any(-1)
+    return j.masked_fill(none, -1), d_j.masked_fill(none, float("nan"))
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, r in enumerate(rows):
+        if r:
+            ids[b, width - len(r) :] = torch.tensor(r)
+            mask[b, width - len(r) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    # Left padding must not shift positions: the first real token is position 0 (as generate does).
+    return (mask.cumsum(-1) - 1).clamp_min(0)
+
+
+def _realign_cache(cache, keep_rows: list[int], starts: list[int], lengths: list[int], width: int) -> None:
+    """Cut each kept row's prefix [start, start + length) out of the cache, right-aligned to `width`.
+
+    Keys were rotated with their true positions during scoring, so moving them between columns keeps
+    them valid; the new attention mask hides the left padding."""
+    device = cache.layers[0].keys.device
+    src = torch.zeros((len(keep_rows), width), dtype=torch.long)
+    for r, (start, length) in enumerate(zip(starts, lengths, strict=True)):
+        src[r, width - length :] = torch.arange(start, start + length)
+    rows = torch.tensor(keep_rows, device=device)
+    for layer in cache.layers:
+        if type(layer).__name__ != "DynamicLayer":
+            raise NotImplementedError(f"SCRG cache reuse supports full-attention caches, not {type(layer).__name__}")
+        idx = src.to(device)[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
+        layer.keys = layer.keys[rows].gather(2, idx)
+        layer.values = layer.values[rows].gather(2, idx)
+
+
+@torch.inference_mode()
+def _correct_batch(teacher, student, prompts, seqs, settled, cfg: ScrgConfig, eos: list[int], pad_id: int,
+                   generator: torch.Generator, seed: int):
+    """One correction round over a batch. Mutates seqs/settled; returns per-row (j, d_j, regenerated)."""
+    device = student.device
+    full = [p + s for p, s in zip(prompts, seqs, strict=True)]
+    ids, mask = _left_pad(full, pad_id, device)
+    width, resp = ids.shape[1], max(len(s) for s in seqs)
+    positions = _positions(mask)
+    # Only the response positions need logits: the hidden states at columns [width-resp-1, width-1)
+    # predict the (right-aligned) response tokens.
+    window = slice(width - resp - 1, width - 1)
+    t_hidden = teacher.base_model(input_ids=ids.to(teacher.device), attention_mask=mask.to(teacher.device),
+                                  position_ids=positions.to(teacher.device)).last_hidden_state
+    t_logp = F.log_softmax(teacher.get_output_embeddings()(t_hidden[:, window]).float(), -1).to(device)
+    del t_hidden
+    s_out = student.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    s_logp = F.log_softmax(student.get_output_embeddings()(s_out.last_hidden_state[:, window]).float(), -1)
+    cache = s_out.cache
+
+    # Right-aligned response layout [B, resp]: row b's token i sits at column resp - len(b) + i.
+    seq = ids[:, width - resp :]
+    offset = torch.tensor([resp - len(s) for s in seqs], device=device)
+    col = torch.arange(resp, device=device)[None, :]
+    index = col - offset[:, None]  # response index of each column (negative: padding)
+    settled_t = torch.tensor(settled, device=device)[:, None]
+    candidates = index > settled_t
+    if cfg.teacher_token == "argmax":
+        teacher_tokens = t_logp.argmax(-1)
+    else:
+        teacher_tokens = torch.multinomial(t_logp.exp().flatten(0, 1).cpu(), 1, generator=generator)
+        teacher_tokens = teacher_tokens.view(t_logp.shape[:2]).to(device)
+    d = token_divergence(t_logp, s_logp, cfg.direction)
+    j_col, d_j = select_correction(d, seq, teacher_tokens, candidates)
+
+    results = [(-1, float("nan"), 0)] * len(seqs)
+    regen_rows, starts, lengths = [], [], []
+    for b, c in enumerate(j_col.tolist()):
+        if c < 0:
+            continue
+        j = c - int(offset[b])
+        new_token = int(teacher_tokens[b, c])
+        seqs[b] = seqs[b][:j] + [new_token]
+        settled[b] = j
+        results[b] = (j, float(d_j[b]), 0)
+        if new_token not in eos and len(seqs[b]) < cfg.max_new_tokens:
+            regen_rows.append(b)
+            # The prefix before the replaced token: prompt + y[:j], ending at full-sequence column
+            # width - len(y) + j.
+            end = width - len(full[b]) + len(prompts[b]) + j
+            starts.append(width - len(full[b]))
+            lengths.append(end - starts[-1])
+    if not regen_rows:
+        return results
+    prefix_width = max(lengths)
+    _realign_cache(cache, regen_rows, starts, lengths, prefix_width)
+    new_ids, new_mask = _left_pad([prompts[b] + seqs[b] for b in regen_rows], pad_id, device)
+    budget = max(cfg.max_new_tokens - len(seqs[b]) for b in regen_rows)
+    torch.manual_seed(seed)
+    out = student.generate(
+        input_ids=new_ids, attention_mask=new_mask, cache=cache, max_new_tokens=budget,
+        do_sample=cfg.do_sample, **(dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
+                                       if cfg.do_sample else {}),
+        pad_token_id=pad_id, eos_token_id=eos,
+    )
+    for r, b in enumerate(regen_rows):
+        tail = out[r, new_ids.shape[1] :].tolist()[: cfg.max_new_tokens - len(seqs[b])]
+        stop = next((k for k, t in enumerate(tail) if t in eos), None)
+        tail = tail if stop is None else tail[: stop + 1]  # keep the EOS itself
+        seqs[b] = seqs[b] + tail
+        results[b] = (results[b][0], results[b][1], len(tail))
+    return results
+
+
+def scrg_correct(
+    teacher, student, tokenizer, prompts: list[list[int]], sequences: list[list[int]], cfg: ScrgConfig,
+    progress: bool = True,
+) -> ScrgResult:
+    """Correct every sequence (response ids, EOS included when it ended) given its prompt ids."""
+    if len(prompts) != len(sequences):
+        raise ValueError(f"{len(prompts)} prompts but {len(sequences)} sequences")
+    eos = sorted(_eos(student, tokenizer))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    n = len(prompts)
+    revised = [list(s) for s in sequences]
+    positions: list[list[int]] = [[] for _ in range(n)]
+    divergences: list[list[float]] = [[] for _ in range(n)]
+    regenerated = [0] * n
+    order = sorted(range(n), key=lambda i: -(len(prompts[i]) + len(sequences[i])))
+    batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+    bar = tqdm(total=n * cfg.rounds, desc="scrg", unit="seq", disable=not progress)
+    for b_idx, batch in enumerate(batches):
+        settled = [-1] * len(batch)
+        seqs = [revised[i] for i in batch]
+        for rnd in range(cfg.rounds):
+            live = [k for k, s in enumerate(seqs) if s]
+            if live:
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + b_idx * 101 + rnd)
+                sub_seqs, sub_settled = [seqs[k] for k in live], [settled[k] for k in live]
+                out = _correct_batch(teacher, student, [prompts[batch[k]] for k in live], sub_seqs,
+                                     sub_settled, cfg, eos, pad_id, gen, cfg.seed + b_idx * 101 + rnd)
+                for k, s, st, (j, d_j, regen) in zip(live, sub_seqs, sub_settled, out, strict=True):
+                    seqs[k], settled[k] = s, st
+                    if j >= 0:
+                        positions[batch[k]].append(j)
+                        divergences[batch[k]].append(d_j)
+                        regenerated[batch[k]] += regen
+            bar.update(len(batch))
+        for k, i in enumerate(batch):
+            revised[i] = seqs[k]
+    bar.close()
+    return ScrgResult(revised=revised, positions=positions, divergences=divergences, regenerated=regenerated)
+
+
+def _eos(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("the student has no EOS token: set generation_config.eos_token_id")
+    return ids
+
+
+@torch.inference_mode()
+def sample_responses(
+    model, tokenizer, prompts: list[list[int]], cfg: ScrgConfig, seed: int | None = None, progress: bool = False
+) -> list[list[int]]:
+    """Sample one response per prompt (token ids, EOS kept when the response ended with it).
+
+    Batches are length-sorted and left-padded; batch k draws from `seed + k`, so results do not depend
+    on what ran before in the process."""
+    eos = sorted(_eos(model, tokenizer))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    seed = cfg.seed if seed is None else seed
+    sampling = (dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
+                if cfg.do_sample else {})
+    out: list[list[int]] = [[] for _ in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    for k, batch in enumerate(tqdm(batches, desc="sample", unit="batch", disable=not progress)):
+        ids, mask = _left_pad([prompts[i] for i in batch], pad_id, model.device)
+        torch.manual_seed(seed + k)
+        gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=cfg.max_new_tokens,
+                             do_sample=cfg.do_sample, pad_token_id=pad_id, eos_token_id=eos, **sampling)
+        for i, tokens in zip(batch, gen[:, ids.shape[1] :].tolist(), strict=True):
+            stop = next((t for t, tok in enumerate(tokens) if tok in eos), None)
+            out[i] = tokens if stop is None else tokens[: stop + 1]
+    return out

@@ -1,0 +1,225 @@
+"""A small resumable training loop, shared by distillation and SE-DSI.
+
+AdamW (parameter groups with their own learning rates), warm-up then decay, gradient accumulation,
+clipping, bf16 autocast on CUDA (fp32 on CPU). Every `checkpoint_every` optimizer steps it writes
+`<ckpt_dir>/step-NNNNNN/` (to a temporary name, then renamed, so a kill never leaves a half
+checkpoint): the model's weights and every extra module's (safetensors), the optimizer, the scheduler,
+the RNG states and the data position. `Trainer.train()` resumes from the newest complete checkpoint.
+
+The data order of epoch e is a permutation drawn from `seed + e`, so the batch at any step is a
+function of the step alone: a run resumed at step k sees exactly the batches an uninterrupted run
+sees from step k, and on CPU ends with the same weights.
+
+Example::
+
+    trainer = Trainer(model, loss_fn, train_examples, collate_fn, TrainerConfig(max_steps=100),
+                      ckpt_dir="run/checkpoints", extra_modules={"band": objective},
+                      param_groups=[{"params": objective.parameters(), "lr": 1e-3}])
+    result = trainer.train()      # result.resumed_from: the step it restarted from (0: fresh)
+
+`loss_fn(batch) -> (loss, stats)` computes the loss of one collated micro-batch; `batch_hook(examples,
+step)` may replace a micro-batch's examples before collation (GKD's on-policy sampling uses it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from semflow.config import TrainerConfig
+
+STATE = "trainer.pt"
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    resumed_from: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    tokens: int = 0
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]],
+        examples: list[Any],
+        collate_fn: Callable[[list[Any]], dict[str, torch.Tensor]],
+        cfg: TrainerConfig,
+        ckpt_dir: str | Path,
+        val_examples: list[Any] | None = None,
+        extra_modules: dict[str, torch.nn.Module] | None = None,
+        param_groups: list[dict[str, Any]] | None = None,
+        on_log: Callable[[int, dict[str, float]], None] | None = None,
+        batch_hook: Callable[[list[Any], int], list[Any]] | None = None,
+        keep_checkpoints: int = 2,
+        progress: bool = True,
+    ):
+        if not examples:
+            raise ValueError("no training examples: the training split is empty")
+        self.model, self.loss_fn, self.examples, self.collate_fn = model, loss_fn, examples, collate_fn
+        self.cfg, self.ckpt_dir = cfg, Path(ckpt_dir)
+        self.val_examples = val_examples or []
+        self.extra_modules = extra_modules or {}
+        self.on_log, self.batch_hook = on_log, batch_hook
+        self.keep, self.progress = keep_checkpoints, progress
+        self.device = next(model.parameters()).device
+
+        per_step = cfg.batch_size * cfg.grad_accum
+        self.steps_per_epoch = math.ceil(len(examples) / per_step)
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr}]
+        for group in param_groups or []:
+            groups.append({**group, "params": [p for p in group["params"] if p.requires_grad]})
+        groups = [g for g in groups if g["params"]]
+        self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = get_scheduler(
+            cfg.scheduler, self.optimizer,
+            num_warmup_steps=int(cfg.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+
+    # ------------------------------------------------------------------------------------- data
+    def micro_batches(self, step: int) -> list[list[Any]]:
+        """The micro-batches of optimizer step `step` (0-based), a pure function of the step."""
+        cfg, n = self.cfg, len(self.examples)
+        out = []
+        for m in range(cfg.grad_accum):
+            start = (step * cfg.grad_accum + m) * cfg.batch_size
+            epoch, offset = divmod(start, self.steps_per_epoch * cfg.grad_accum * cfg.batch_size)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+            chunk = order[offset : offset + cfg.batch_size]
+            if chunk:
+                out.append([self.examples[i] for i in chunk])
+        return out
+
+    # --------------------------------------------------------------------------------- training
+    def train(self) -> TrainResult:
+        start_step = self.load_latest()
+        result = TrainResult(steps=self.total_steps, resumed_from=start_step)
+        self.model.train()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        bar = tqdm(total=self.total_steps, initial=start_step, desc="train", unit="step", disable=not self.progress)
+        begin = time.perf_counter()
+        for step in range(start_step, self.total_steps):
+            t0, tokens, sums = time.perf_counter(), 0, {}
+            micro = self.micro_batches(step)
+            for m, examples in enumerate(micro):
+                if self.batch_hook is not None:
+                    examples = self.batch_hook(examples, step * self.cfg.grad_accum + m)
+                batch = {k: v.to(self.device) for k, v in self.collate_fn(examples).items()}
+                with autocast:
+                    loss, stats = self.loss_fn(batch)
+                (loss / len(micro)).backward()
+                tokens += int(batch["attention_mask"].sum())
+                for k, v in {"loss": float(loss.detach()), **stats}.items():
+                    sums[k] = sums.get(k, 0.0) + v / len(micro)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            result.tokens += tokens
+            done = step + 1
+            metrics = {**sums, "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
+                       "tokens_per_second": tokens / max(time.perf_counter() - t0, 1e-9)}
+            if self.val_examples and (done % self.cfg.eval_every == 0 or done == self.total_steps):
+                metrics["val_loss"] = self.evaluate()
+            if done % self.cfg.log_every == 0 or done == self.total_steps:
+                result.history.append({"step": done, **metrics})
+                if self.on_log:
+                    self.on_log(done, metrics)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+            if done % self.cfg.checkpoint_every == 0 and done < self.total_steps:
+                self.save(done)
+        bar.close()
+        self.model.eval()
+        result.seconds = time.perf_counter() - begin
+        return result
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        total, weight = 0.0, 0
+        for i in range(0, len(self.val_examples), self.cfg.batch_size):
+            chunk = self.val_examples[i : i + self.cfg.batch_size]
+            batch = {k: v.to(self.device) for k, v in self.collate_fn(chunk).items()}
+            loss, _ = self.loss_fn(batch)
+            total, weight = total + float(loss) * len(chunk), weight + len(chunk)
+        self.model.train(was_training)
+        return total / max(weight, 1)
+
+    # ------------------------------------------------------------------------------ checkpoints
+    def save(self, step: int) -> Path:
+        final = self.ckpt_dir / f"step-{step:06d}"
+        tmp = self.ckpt_dir / f".step-{step:06d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(self.model, str(tmp / "model.safetensors"))  # handles tied embeddings
+        for name, module in self.extra_modules.items():
+            save_model(module, str(tmp / f"{name}.safetensors"))
+        epoch, offset = divmod(step * self.cfg.grad_accum * self.cfg.batch_size,
+                               self.steps_per_epoch * self.cfg.grad_accum * self.cfg.batch_size)
+        torch.save(
+            {
+                "step": step,
+                "data_position": {"epoch": epoch, "example_offset": offset},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "python": random.getstate(),
+                    "numpy": np.random.get_state(),
+                },
+            },
+            tmp / STATE,
+        )
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(tmp, final)
+        for old in self.checkpoints()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def checkpoints(self) -> list[Path]:
+        if not self.ckpt_dir.is_dir():
+            return []
+        return sorted(p for p in self.ckpt_dir.glob("step-*") if (p / STATE).is_file())
+
+    def load_latest(self) -> int:
+        """Restore the newest complete checkpoint; returns its step (0 when there is none)."""
+        found = self.checkpoints()
+        if not found:
+            return 0
+        path = found[-1]
+        load_model(self.model, str(path / "model.safetensors"), device=str(self.device))
+        for name, module in self.extra_modules.items():
+            load_model(module, str(path / f"{name}.safetensors"), device=str(self.device))
+        state = torch.load(path / STATE, weights_only=False, map_location=self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        return int(state["step"])
+
