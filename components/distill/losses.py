@@ -89,27 +89,33 @@ def skew_reverse_kl(
 class BandPredictor(nn.Module):
     """f_sub of DAC-KL: an MLP from the sorted top-K teacher probabilities to quantile bounds 0 < l < u < 1.
 
-    Parametrised as l = sigmoid(a), u = l + (1 - l) sigmoid(b), so 0 < l < u < 1 holds by construction
-    for any weights. The last layer starts at zero weights with biases giving l = 0.05 and u ~ 0.95, so
+    Parametrised as l = m + (1 - 2m) sigmoid(a), u = l + (1 - m - l) sigmoid(b) with m = 1e-3 and a, b
+    clamped to [-8, 8], so m < l < u < 1 - m holds for any weights, in fp32 too (an unclamped sigmoid
+    rounds to exactly 1). The last layer starts at zero weights with biases giving l = 0.05 and u ~ 0.95, so
     training starts from a band that keeps almost all of the teacher's top-K mass.
     """
 
     def __init__(self, top_k: int, hidden: int = 64, init_lower: float = 0.05, init_upper: float = 0.95):
         super().__init__()
-        if not 0.0 < init_lower < init_upper < 1.0:
-            raise ValueError(f"need 0 < init_lower < init_upper < 1, got {init_lower}, {init_upper}")
+        if not 0.01 <= init_lower < init_upper <= 0.99:
+            raise ValueError(f"need 0.01 <= init_lower < init_upper <= 0.99, got {init_lower}, {init_upper}")
         self.top_k = top_k
         self.net = nn.Sequential(nn.Linear(top_k, hidden), nn.GELU(), nn.Linear(hidden, 2))
         nn.init.zeros_(self.net[2].weight)
-        frac = (init_upper - init_lower) / (1.0 - init_lower)
+        m = self.MARGIN
         with torch.no_grad():
-            self.net[2].bias.copy_(torch.tensor([_logit(init_lower), _logit(frac)]))
+            self.net[2].bias.copy_(torch.tensor([
+                _logit((init_lower - m) / (1 - 2 * m)), _logit((init_upper - init_lower) / (1 - m - init_lower))
+            ]))
+
+    MARGIN = 1e-3
 
     def forward(self, sorted_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sorted_probs [n, K] descending -> (l [n], u [n])."""
-        a, b = self.net(sorted_probs.to(self.net[0].weight.dtype)).float().unbind(-1)
-        lower = torch.sigmoid(a)
-        return lower, lower + (1.0 - lower) * torch.sigmoid(b)
+        a, b = self.net(sorted_probs.to(self.net[0].weight.dtype)).float().clamp(-8.0, 8.0).unbind(-1)
+        m = self.MARGIN
+        lower = m + (1 - 2 * m) * torch.sigmoid(a)
+        return lower, lower + (1 - m - lower) * torch.sigmoid(b)
 
 
 def _logit(x: float) -> float:
