@@ -52,7 +52,11 @@ class Objective(nn.Module):
     def __init__(self, cfg: DistillConfig):
         super().__init__()
         self.cfg = cfg
-        self.band = BandPredictor(cfg.top_k, cfg.band_hidden) if cfg.method == "mgsr" else None
+        self.band = None
+        if cfg.method == "mgsr":
+            with torch.random.fork_rng(devices=[]):  # f_sub's init depends on the config alone
+                torch.manual_seed(cfg.train.seed)
+                self.band = BandPredictor(cfg.top_k, cfg.band_hidden)
 
     @property
     def needs_teacher(self) -> bool:

@@ -113,6 +113,10 @@ class Trainer:
     # --------------------------------------------------------------------------------- training
     def train(self) -> TrainResult:
         start_step = self.load_latest()
+        if start_step == 0:  # a fresh run draws (dropout, sampling hooks) from the configured seed
+            torch.manual_seed(self.cfg.seed)
+            random.seed(self.cfg.seed)
+            np.random.seed(self.cfg.seed)
         result = TrainResult(steps=self.total_steps, resumed_from=start_step)
         self.model.train()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
