@@ -1,4 +1,4 @@
-"""The semflow pipeline as one Prefect flow. Stages so far: data prep -> teacher generation.
+"""The semflow pipeline as one Prefect flow: data prep -> teacher generation -> SCRG -> distillation.
 
 Run it::
 
@@ -6,8 +6,8 @@ Run it::
 
 Each stage is a cached Prefect task that returns a small manifest (artifact URI, digest, MLflow run
 id, metrics). An unchanged rerun comes back Cached for every stage and loads no model; a changed
-setting reruns its stage and everything downstream. Later stages (SCRG, distillation, CADE, SE-DSI)
-plug in below as further lines of the same flow.
+setting reruns its stage and everything downstream. SCRG runs only for the MGSR method (the baselines
+train on teacher responses or references).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from semflow.config import load_config
 from semflow.runtime import RunContext, prepare_environment
 from semflow.store import ArtifactStore, StageManifest
 from semflow.tracking import finish_parent, start_parent
+from tasks.distill_student import distill_student
 from tasks.generate_teacher import generate_teacher
 from tasks.prepare_data import prepare_data
+from tasks.scrg_correct import scrg_correct
 
 
 @flow(name="semflow-pipeline")
@@ -34,7 +36,13 @@ def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | N
     stages = StageRecorder(run)
     try:
         data = stages.run(prepare_data, cfg.data)
-        responses = stages.run(generate_teacher, cfg.teacher, cfg.generation, data)  # noqa: F841
+        responses = stages.run(generate_teacher, cfg.teacher, cfg.generation, data)
+        revised = None
+        if cfg.distill.method == "mgsr":
+            revised = stages.run(scrg_correct, cfg.teacher, cfg.student, cfg.generation, cfg.scrg, responses)
+        student = stages.run(  # noqa: F841
+            distill_student, cfg.teacher, cfg.student, cfg.generation, cfg.distill, responses, revised
+        )
     except BaseException:
         finish_parent(run, "FAILED", stages.tags())
         raise

@@ -68,7 +68,7 @@ def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt =
     """Each stage with its cache key and whether its artifact is already built."""
     cfg = _load(config, overrides)
     from semflow.store import ArtifactStore
-    from tasks import generate_teacher, prepare_data
+    from tasks import distill_student, generate_teacher, prepare_data, scrg_correct
 
     store = ArtifactStore(artifact_root(cfg.runtime))
     table = Table(title=f"stages for {config}")
@@ -82,7 +82,16 @@ def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt =
         return manifest
 
     data = show(prepare_data.STAGE, prepare_data.cache_key(cfg.data))
-    show(generate_teacher.STAGE, generate_teacher.cache_key(cfg.teacher, cfg.generation, data) if data else None)
+    responses = show(
+        generate_teacher.STAGE, generate_teacher.cache_key(cfg.teacher, cfg.generation, data) if data else None
+    )
+    revised = None
+    if cfg.distill.method == "mgsr":
+        revised = show(scrg_correct.STAGE, scrg_correct.cache_key(
+            cfg.teacher, cfg.student, cfg.generation, cfg.scrg, responses) if responses else None)
+    ready = responses is not None and (revised is not None or cfg.distill.method != "mgsr")
+    show(distill_student.STAGE, distill_student.cache_key(
+        cfg.teacher, cfg.student, cfg.generation, cfg.distill, responses, revised) if ready else None)
     console.print(table)
 
 
@@ -101,15 +110,11 @@ def init_student(
 ) -> None:
     """Build the student the config describes (pruned from the teacher or loaded) and save it."""
     cfg = _load(config, overrides)
-    from components.models import check_shared_vocab, load_model, prune_student
+    from components.models import build_student, load_model
 
     teacher = load_model(cfg.teacher, cfg.runtime.model_cache)
-    if cfg.student.init == "prune":
-        model, tokenizer, name = prune_student(teacher.model, cfg.student.keep_layers), teacher.tokenizer, "pruned"
-    else:
-        loaded = load_model(cfg.student.model, cfg.runtime.model_cache)
-        model, tokenizer, name = loaded.model, loaded.tokenizer, cfg.student.model.spec
-    check_shared_vocab(teacher.tokenizer, tokenizer, cfg.teacher.spec, name)
+    student = build_student(cfg.student, teacher, cfg.runtime.model_cache)
+    model, tokenizer = student.model, student.tokenizer
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731

@@ -62,6 +62,11 @@ class ArtifactStore:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
+    def work_dir(self, stage: str, key: str) -> Path:
+        """Scratch space that outlives a failed run of this artifact (training checkpoints), hidden
+        beside the artifact; the stage removes it once the artifact is complete."""
+        return self.root / stage / f".{key}.work"
+
     def manifest(self, stage: str, key: str) -> StageManifest | None:
         """The manifest of a complete artifact, or None when there is none."""
         file = self.path(stage, key) / MANIFEST

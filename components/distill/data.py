@@ -96,3 +96,11 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
             labels[b, p : p + r] = torch.tensor(e.response, dtype=torch.long)
             pairs[b, p : p + r] = torch.tensor(e.pairs, dtype=torch.bool)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pair_start": pairs}
+
+
+def response_ids(tokenizer, texts: list[str], finished: list[bool]) -> list[list[int]]:
+    """Token ids of response texts, with the EOS token appended where the response ended with one, so
+    the student also learns where to stop."""
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer([t or "" for t in texts], add_special_tokens=False)["input_ids"]
+    return [ids + ([eos] if done and eos is not None else []) for ids, done in zip(encoded, finished, strict=True)]

@@ -11,10 +11,11 @@ Usage::
 
 from components.models.loading import LoadedModel, ModelError, load_model, pick_device
 from components.models.spec import ResolvedSpec, resolve_spec
-from components.models.student import check_shared_vocab, prune_student
+from components.models.student import build_student, check_shared_vocab, prune_student
 
 __all__ = [
     "LoadedModel",
+    "build_student",
     "ModelError",
     "ResolvedSpec",
     "check_shared_vocab",

@@ -15,7 +15,11 @@ from __future__ import annotations
 import copy
 import re
 
+import time
+
 from transformers import PreTrainedModel
+
+from components.models.loading import LoadedModel, load_model
 
 _LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
@@ -76,3 +80,18 @@ def check_shared_vocab(teacher_tokenizer, student_tokenizer, teacher_name: str, 
         f"({len(s_vocab)} tokens) do not share a tokenizer vocabulary; "
         f"only in teacher: {only_t}, only in student: {only_s}, different ids: {moved}"
     )
+
+
+def build_student(cfg, teacher: LoadedModel, cache_root=None) -> LoadedModel:
+    """The student a `StudentConfig` describes: pruned from the loaded teacher, or loaded from its own
+    spec; either way it must share the teacher's vocabulary (checked before any work)."""
+    start = time.perf_counter()
+    if cfg.init == "prune":
+        model = prune_student(teacher.model, cfg.keep_layers)
+        student = LoadedModel(f"{teacher.name}-pruned-{model.config.num_hidden_layers}l", model,
+                              teacher.tokenizer, 0.0, "pruned")
+    else:
+        student = load_model(cfg.model, cache_root)
+    check_shared_vocab(teacher.tokenizer, student.tokenizer, teacher.name, student.name)
+    student.load_seconds = time.perf_counter() - start
+    return student

@@ -1,0 +1,112 @@
+"""Align slices with CADE: train the compass, then every slice against its frozen context matrix.
+
+Usage::
+
+    from components.cade import CadeSettings, align, sentences_from_texts
+    slices = {
+        "news": sentences_from_texts(news_texts),
+        "encyclopedia": sentences_from_texts(wiki_texts),
+    }
+    alignment = align(slices, CadeSettings(), progress=lambda name, done, total: print(name, done, total))
+    alignment.slices["news"]["market"]            # the word's vector in the news slice
+    alignment.count("news", "market")             # how often it occurs there
+    alignment.stats["news"].words_per_second
+
+Vectors of different slices live in one space (the compass's), so a cosine between a word's vectors in
+two slices measures how differently the slices use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from gensim.models import KeyedVectors
+
+from components.cade.compass import COMPASS, Progress, build_compass_vocab, train_compass
+from components.cade.errors import CadeError
+from components.cade.settings import CadeSettings
+from components.cade.slices import SliceStats, frozen_context, train_slice
+
+
+@dataclass
+class Alignment:
+    """Compass and aligned slice embeddings.
+
+    - ``compass``: the compass word vectors; ``count`` attribute = the word's count over all slices.
+    - ``context``: the compass's ``syn1neg`` [len(compass), vector_size], rows in compass order; every
+      slice was trained against exactly this matrix (needed for held-out likelihood).
+    - ``slices``: name -> KeyedVectors holding only that slice's vocabulary (compass words that occur in
+      the slice), ``count`` attribute = the word's count in the slice. Order = the caller's order.
+    - ``stats``: ``"compass"`` and each slice name -> :class:`SliceStats` (words, seconds, words/s).
+    - ``tokens``: each slice's token count, words outside the compass vocabulary included.
+    """
+
+    settings: CadeSettings
+    compass: KeyedVectors
+    context: np.ndarray
+    slices: dict[str, KeyedVectors]
+    stats: dict[str, SliceStats] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.slices)
+
+    def vectors(self, name: str) -> KeyedVectors:
+        """The slice's KeyedVectors; CadeError naming the known slices if ``name`` is not one."""
+        if name not in self.slices:
+            raise CadeError(f"unknown slice {name!r}; slices: {', '.join(self.slices)}")
+        return self.slices[name]
+
+    def count(self, name: str, word: str) -> int:
+        """How often ``word`` occurs in slice ``name`` (0 if not at all, or not in the compass)."""
+        kv = self.vectors(name)
+        return int(kv.get_vecattr(word, "count")) if word in kv.key_to_index else 0
+
+    def word_counts(self, name: str) -> dict[str, int]:
+        kv = self.vectors(name)
+        return dict(zip(kv.index_to_key, kv.expandos["count"].tolist()))
+
+    def require(self, name: str, word: str) -> int:
+        """The word's index in slice ``name``; CadeError naming word and slice if it is absent."""
+        kv = self.vectors(name)
+        index = kv.key_to_index.get(word)
+        if index is None:
+            if word not in self.compass.key_to_index:
+                raise CadeError(
+                    f"word {word!r} is not in slice {name!r}: it is not in the compass vocabulary "
+                    f"(fewer than min_count={self.settings.min_count} occurrences over all slices)"
+                )
+            raise CadeError(f"word {word!r} is not in slice {name!r} (it occurs in other slices only)")
+        return index
+
+    def noise_distribution(self) -> np.ndarray:
+        """Negative-sampling distribution over compass rows: count ** ns_exponent, normalised."""
+        weights = self.compass.expandos["count"].astype(np.float64) ** self.settings.ns_exponent
+        return weights / weights.sum()
+
+
+def align(
+    slices: Mapping[str, Sequence[list[str]]],
+    settings: CadeSettings | None = None,
+    progress: Progress | None = None,
+) -> Alignment:
+    """Train the compass on all slices, then each slice with the compass's context matrix frozen.
+
+    ``slices`` maps a name to its token lists (see :func:`components.cade.text.sentences_from_texts`).
+    ``progress(name, done, total)`` is called from this thread with words done/total, first for
+    ``"compass"``, then for each slice. Bad input raises CadeError before any training: fewer than 2
+    slices, an empty slice, a slice without any compass word.
+    """
+    settings = settings or CadeSettings()
+    model = build_compass_vocab(slices, settings)
+    seconds, raw, effective = train_compass(model, slices, settings, progress)
+    stats = {COMPASS: SliceStats(raw_words=raw, effective_words=effective, seconds=seconds)}
+    context = frozen_context(model)
+    trained: dict[str, KeyedVectors] = {}
+    for name, sentences in slices.items():
+        trained[name], stats[name] = train_slice(model, context, name, sentences, settings, progress)
+    tokens = {name: int(sum(len(s) for s in sentences)) for name, sentences in slices.items()}
+    return Alignment(settings=settings, compass=model.wv, context=context, slices=trained, stats=stats, tokens=tokens)

@@ -1,0 +1,212 @@
+"""Compare aligned slices: vocabulary overlap, the most shifted words, a word's neighbours per slice.
+
+Usage::
+
+    from components.cade.analysis import vocabulary_overlap, overlap_warnings, most_shifted, neighbours
+    overlap = vocabulary_overlap(alignment)          # slices x slices Jaccard matrix
+    for message in overlap_warnings(overlap):
+        logger.warning(message)
+    most_shifted(alignment, "news", "encyclopedia", top=20)
+    #   word  cosine  count_a  count_b  neighbours_a            neighbours_b
+    #   ...   0.12    31       18       "police, officers, ..."  "empire, roman, ..."
+    neighbours(alignment, "bank", slices=["news", "encyclopedia"], topn=5)
+
+Cosines compare a word's vectors from two slices directly: CADE trained every slice against the same
+frozen context matrix, so the slices share one coordinate system and no rotation is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+import pandas as pd
+from gensim.models import KeyedVectors
+
+from components.cade.alignment import Alignment
+from components.cade.errors import CadeError
+
+# Jaccard overlap below which two slices' comparison is flagged. CADE aligns slices only through the
+# words they share with the compass and with each other: the CADE paper (Bianchi et al. 2020) reports
+# that alignment quality depends on vocabulary overlap, but gives no universal cutoff. Below 0.3 fewer
+# than a third of the two vocabularies' union occurs in both, so most words of each slice are placed
+# only by contexts the other slice never sees: a shift table over such slices is dominated by topic
+# differences rather than meaning changes. A rule of thumb for a warning, not a number from the paper.
+LOW_OVERLAP = 0.3
+
+# A word seen fewer times than this in a slice has a vector that barely left its random start
+# (5 epochs x under 10 occurrences = under 50 updates): such words are left out of shift tables and
+# neighbour lists unless the caller lowers the threshold.
+DEFAULT_MIN_COUNT = 10
+
+SHIFT_COLUMNS = ["word", "cosine", "count_a", "count_b", "neighbours_a", "neighbours_b"]
+
+
+def _frequent(kv: KeyedVectors, min_count: int) -> np.ndarray:
+    return kv.expandos["count"] >= min_count
+
+
+def vocabulary_overlap(alignment: Alignment, min_count: int = 1) -> pd.DataFrame:
+    """Jaccard overlap |A & B| / |A | B| of the slices' vocabularies (words with count >= min_count).
+
+    A square DataFrame indexed and columned by slice name, 1.0 on the diagonal (0.0 for a slice with no
+    such word).
+    """
+    vocabularies = {
+        name: {w for w, keep in zip(kv.index_to_key, _frequent(kv, min_count)) if keep}
+        for name, kv in alignment.slices.items()
+    }
+    names = list(vocabularies)
+    matrix = np.ones((len(names), len(names)))
+    for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+            union = len(vocabularies[a] | vocabularies[names[j]])
+            value = len(vocabularies[a] & vocabularies[names[j]]) / union if union else 0.0
+            matrix[i, j] = matrix[j, i] = value
+        if not vocabularies[a]:
+            matrix[i, i] = 0.0
+    return pd.DataFrame(matrix, index=pd.Index(names, name="slice"), columns=names)
+
+
+def overlap_warnings(overlap: pd.DataFrame, threshold: float = LOW_OVERLAP) -> list[str]:
+    """One message per slice pair whose Jaccard overlap is below ``threshold`` (see LOW_OVERLAP)."""
+    names = list(overlap.index)
+    messages = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            value = float(overlap.loc[a, b])
+            if value < threshold:
+                messages.append(
+                    f"slices {a!r} and {b!r} share {value:.0%} of their vocabulary (Jaccard {value:.2f} < "
+                    f"{threshold}): alignment between them is less reliable; read their shift table with care"
+                )
+    return messages
+
+
+def _normed(kv: KeyedVectors) -> np.ndarray:
+    return kv.get_normed_vectors()
+
+
+def nearest_rows(
+    kv: KeyedVectors, rows: Sequence[int], min_count: int, topn: int, batch: int = 512
+) -> list[list[tuple[str, float]]]:
+    """For each row of ``kv``: its ``topn`` most cosine-similar words with count >= min_count, itself
+    excluded, best first."""
+    normed = _normed(kv)
+    pool = np.flatnonzero(_frequent(kv, min_count))
+    out: list[list[tuple[str, float]]] = []
+    if not len(pool) or topn <= 0:
+        return [[] for _ in rows]
+    candidates = normed[pool]
+    keys = kv.index_to_key
+    for start in range(0, len(rows), batch):
+        chunk = np.asarray(rows[start : start + batch], dtype=np.int64)
+        sims = normed[chunk] @ candidates.T  # [chunk, pool]
+        sims[pool[None, :] == chunk[:, None]] = -np.inf  # a word is not its own neighbour
+        k = min(topn, len(pool))
+        best = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(pool) else np.tile(np.arange(len(pool)), (len(chunk), 1))
+        for r, cols in enumerate(best):
+            cols = cols[np.argsort(-sims[r, cols], kind="stable")]
+            out.append([(keys[pool[c]], float(sims[r, c])) for c in cols if np.isfinite(sims[r, c])])
+    return out
+
+
+def _joined(pairs: list[tuple[str, float]]) -> str:
+    return ", ".join(word for word, _ in pairs)
+
+
+def shift_table(
+    alignment: Alignment,
+    a: str,
+    b: str,
+    min_count: int = DEFAULT_MIN_COUNT,
+    topn: int = 10,
+    top: int | None = None,
+    exclude: Collection[str] = (),
+) -> pd.DataFrame:
+    """Every word with count >= min_count in both slices, most shifted (lowest cosine) first.
+
+    Columns: word, cosine (between its vectors in ``a`` and ``b``), count_a, count_b, neighbours_a,
+    neighbours_b (its ``topn`` nearest words in each slice among words with count >= min_count, comma
+    separated). ``top`` keeps only the first rows (neighbours are computed only for those).
+    ``exclude`` drops words from the rows (not from the neighbours), e.g.
+    ``gensim.parsing.preprocessing.STOPWORDS``: on small corpora function words shift with genre and
+    crowd the top of the table. ``df.attrs`` holds the slice names and min_count. Ties in cosine are
+    broken by word.
+    """
+    kv_a, kv_b = alignment.vectors(a), alignment.vectors(b)
+    exclude = set(exclude)
+    words = [
+        w for w, keep in zip(kv_a.index_to_key, _frequent(kv_a, min_count))
+        if keep and w not in exclude and kv_b.key_to_index.get(w) is not None and kv_b.get_vecattr(w, "count") >= min_count
+    ]
+    rows_a = np.fromiter((kv_a.key_to_index[w] for w in words), dtype=np.int64, count=len(words))
+    rows_b = np.fromiter((kv_b.key_to_index[w] for w in words), dtype=np.int64, count=len(words))
+    cosine = np.einsum("ij,ij->i", _normed(kv_a)[rows_a], _normed(kv_b)[rows_b]) if words else np.zeros(0)
+    frame = pd.DataFrame({
+        "word": pd.Series(words, dtype=object),
+        "cosine": cosine.astype(np.float64),
+        "count_a": kv_a.expandos["count"][rows_a].astype(np.int64),
+        "count_b": kv_b.expandos["count"][rows_b].astype(np.int64),
+        "_row_a": rows_a,
+        "_row_b": rows_b,
+    }).sort_values(["cosine", "word"], kind="stable").reset_index(drop=True)
+    if top is not None:
+        frame = frame.head(top)
+    frame["neighbours_a"] = [_joined(n) for n in nearest_rows(kv_a, frame["_row_a"].tolist(), min_count, topn)]
+    frame["neighbours_b"] = [_joined(n) for n in nearest_rows(kv_b, frame["_row_b"].tolist(), min_count, topn)]
+    frame = frame[SHIFT_COLUMNS]
+    frame.attrs.update({"a": a, "b": b, "min_count": min_count})
+    return frame
+
+
+def most_shifted(
+    alignment: Alignment,
+    a: str,
+    b: str,
+    top: int = 20,
+    min_count: int = DEFAULT_MIN_COUNT,
+    topn: int = 10,
+    exclude: Collection[str] = (),
+) -> pd.DataFrame:
+    """The ``top`` most shifted words between slices ``a`` and ``b`` (the head of :func:`shift_table`)."""
+    return shift_table(alignment, a, b, min_count=min_count, topn=topn, top=top, exclude=exclude)
+
+
+def neighbours(
+    alignment: Alignment,
+    word: str,
+    slices: Sequence[str] | None = None,
+    topn: int = 10,
+    min_count: int = 1,
+) -> pd.DataFrame:
+    """The ``topn`` nearest words to ``word`` within each slice (default: all slices).
+
+    Columns: slice, rank (1 = nearest), neighbour, cosine, count (the neighbour's count in that slice);
+    candidates are words with count >= min_count. CadeError names the word and slice if the word is
+    absent from a requested slice, or the slice if it does not exist.
+    """
+    names = list(slices) if slices else alignment.names
+    for name in names:
+        alignment.vectors(name)
+    rows = {name: alignment.require(name, word) for name in names}
+    records = []
+    for name in names:
+        kv = alignment.slices[name]
+        (found,) = nearest_rows(kv, [rows[name]], min_count, topn)
+        for rank, (neighbour, cosine) in enumerate(found, start=1):
+            records.append((name, rank, neighbour, cosine, int(kv.get_vecattr(neighbour, "count"))))
+    frame = pd.DataFrame.from_records(records, columns=["slice", "rank", "neighbour", "cosine", "count"])
+    frame.attrs["word"] = word
+    return frame
+
+
+def cross_similarity(alignment: Alignment, word: str, slices: Sequence[str] | None = None) -> pd.DataFrame:
+    """Cosine between ``word``'s vectors in every pair of the given slices (square DataFrame)."""
+    names = list(slices) if slices else alignment.names
+    vecs = []
+    for name in names:
+        row = alignment.require(name, word)
+        vecs.append(_normed(alignment.slices[name])[row])
+    matrix = np.vstack(vecs) @ np.vstack(vecs).T
+    return pd.DataFrame(matrix.astype(np.float64), index=pd.Index(names, name="slice"), columns=names)

@@ -1,0 +1,111 @@
+"""Save and load an :class:`~components.cade.alignment.Alignment` as gensim KeyedVectors files.
+
+Layout of the directory::
+
+    cade.json            settings, slice names -> files, token counts, training stats
+    compass.kv           compass KeyedVectors (count = over all slices)
+    context.npy          the frozen context matrix (compass syn1neg), rows in compass order
+    slices/00-news.kv    one KeyedVectors per slice (slice vocabulary only, count = in that slice)
+
+Each ``.kv`` file opens alone with ``gensim.models.KeyedVectors.load(path)``; per-word counts are the
+``count`` attribute (``kv.get_vecattr(word, "count")``), so frequency filters work after a reload.
+
+Usage::
+
+    from components.cade.files import save_alignment, load_alignment
+    save_alignment(alignment, "out/cade")        # writes a temp dir beside it, then renames into place
+    alignment = load_alignment("out/cade")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from gensim.models import KeyedVectors
+
+from components.cade.alignment import Alignment
+from components.cade.compass import COMPASS
+from components.cade.errors import CadeError
+from components.cade.settings import CadeSettings
+from components.cade.slices import SliceStats
+
+FORMAT = 1
+MANIFEST = "cade.json"
+
+
+def _file_name(index: int, name: str) -> str:
+    # Slice names are user text (time periods, paths): the index keeps files unique, the slug readable.
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    return f"{index:02d}-{slug}.kv" if slug else f"{index:02d}.kv"
+
+
+def save_alignment(alignment: Alignment, directory: str | Path, overwrite: bool = False) -> Path:
+    """Write ``alignment`` to ``directory`` (created); returns its path.
+
+    Everything is written to a temporary sibling directory first and renamed into place only when
+    complete, so a failure leaves no partial directory. An existing non-empty ``directory`` is an error
+    unless ``overwrite`` (then it is replaced only after the new one is complete).
+    """
+    target = Path(directory)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise CadeError(f"{target} already exists and is not empty (pass overwrite=True to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        (tmp / "slices").mkdir()
+        alignment.compass.save(str(tmp / "compass.kv"))
+        np.save(tmp / "context.npy", np.asarray(alignment.context))
+        files = {}
+        for index, (name, kv) in enumerate(alignment.slices.items()):
+            files[name] = f"slices/{_file_name(index, name)}"
+            kv.save(str(tmp / files[name]))
+        manifest = {
+            "format": FORMAT,
+            "settings": alignment.settings.to_dict(),
+            "slices": files,
+            "tokens": alignment.tokens,
+            "vocabulary": {name: len(kv) for name, kv in alignment.slices.items()} | {COMPASS: len(alignment.compass)},
+            "stats": {name: stats.to_dict() for name, stats in alignment.stats.items()},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{tmp.name[-8:]}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_alignment(directory: str | Path) -> Alignment:
+    """The Alignment saved by :func:`save_alignment`; CadeError if ``directory`` does not hold one."""
+    root = Path(directory)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise CadeError(f"{root} holds no CADE alignment (no {MANIFEST})")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT:
+        raise CadeError(f"{path}: unsupported format {manifest.get('format')!r} (expected {FORMAT})")
+    stats = {
+        name: SliceStats(raw_words=s["raw_words"], effective_words=s["effective_words"], seconds=s["seconds"])
+        for name, s in manifest["stats"].items()
+    }
+    context = np.load(root / "context.npy")
+    context.flags.writeable = False
+    return Alignment(
+        settings=CadeSettings(**manifest["settings"]),
+        compass=KeyedVectors.load(str(root / "compass.kv")),
+        context=context,
+        slices={name: KeyedVectors.load(str(root / file)) for name, file in manifest["slices"].items()},
+        stats=stats,
+        tokens={name: int(n) for name, n in manifest["tokens"].items()},
+    )

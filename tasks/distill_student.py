@@ -1,0 +1,113 @@
+"""Stage 4: distil the teacher into the student (MGSR or a baseline), evaluate before and after, and
+register the student in MLflow. Training checkpoints live beside the artifact
+(`<artifact_root>/distill_student/.<key>.work/`), so a rerun after a crash resumes from the last one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+from prefect import task
+
+from semflow.caching import stage_key
+from semflow.config import DistillConfig, GenerationConfig, ModelConfig, StudentConfig
+from semflow.runtime import RunContext
+from semflow.store import ArtifactStore, OutputRef, StageManifest
+from tasks._stage import output_path, prefect_cache_key, run_stage
+
+STAGE = "distill_student"
+MODULES = ("components.distill", "components.generation", "components.models", "tasks.distill_student", "tasks._stage")
+REGISTERED_MODEL = "semflow-student"
+
+
+def cache_key(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, distill: DistillConfig,
+              responses: StageManifest, scrg: StageManifest | None) -> str:
+    upstream = {"responses": responses.output("responses").digest}
+    if distill.method == "mgsr":  # only MGSR trains on the SCRG output
+        if scrg is None:
+            raise ValueError("distill.method mgsr needs the scrg_correct stage's manifest")
+        upstream["scrg"] = scrg.output("scrg").digest
+    config = {"teacher": teacher, "student": student, "distill": distill,
+              "prompting": {"system_prompt": generation.system_prompt, "max_prompt_tokens": generation.max_prompt_tokens}}
+    return stage_key(STAGE, config, upstream, MODULES)
+
+
+@task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
+def distill_student(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, distill: DistillConfig,
+                    responses: StageManifest, scrg: StageManifest | None, run: RunContext) -> StageManifest:
+    import pandas as pd
+    from safetensors.torch import save_model
+
+    from components.data import read_dataset, write_dataset
+    from components.distill.recipe import distil
+    from components.models import build_student, load_model
+
+    key = cache_key(teacher, student, generation, distill, responses, scrg)
+    work = ArtifactStore(run.artifact_root).work_dir(STAGE, key)
+
+    def body(tmp: Path):
+        table = read_dataset(output_path(responses, "responses"))
+        scrg_table = read_dataset(output_path(scrg, "scrg")) if distill.method == "mgsr" else None
+        t = load_model(teacher, run.model_cache)
+        s = build_student(student, t, run.model_cache)
+        log_step = lambda step, metrics: mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=step)  # noqa: E731
+        result = distil(t, s, table, scrg_table, distill, generation, work / "checkpoints", on_log=log_step)
+
+        s.model.save_pretrained(tmp / "student")
+        s.tokenizer.save_pretrained(tmp / "student")
+        if result.objective is not None and any(True for _ in result.objective.parameters()):
+            save_model(result.objective, str(tmp / "f_sub.safetensors"))
+        history = pd.DataFrame(result.train.history)
+        h_info = write_dataset(history, tmp / "history.parquet")
+        e_info = write_dataset(result.samples, tmp / "eval.parquet")
+        weights = _digest_dir(tmp / "student")
+        (tmp / "student" / "semflow.json").write_text(json.dumps(
+            {"method": distill.method, "teacher": t.name, "student_init": s.name, "metrics": result.metrics}, indent=2))
+        metrics = {**result.metrics}
+        mlflow.set_tags({"semflow.method": distill.method, "semflow.span_chunker": result.chunker,
+                         "semflow.student": s.name})
+        mlflow.log_artifacts(str(tmp / "student"), "student")
+        version = _register(mlflow.active_run().info.run_id, distill.method, metrics)
+        metrics["registered_version"] = float(version)
+        outputs = {
+            "student": OutputRef(path="student", digest=weights),
+            "history": OutputRef(path="history.parquet", digest=h_info.digest, rows=h_info.rows),
+            "eval": OutputRef(path="eval.parquet", digest=e_info.digest, rows=e_info.rows),
+        }
+        return outputs, metrics, {"eval": result.samples}
+
+    params = {"teacher": teacher, "student": student, "distill": distill,
+              "upstream.responses": responses.output("responses").digest}
+    manifest = run_stage(STAGE, key, run, params, body)
+    shutil.rmtree(work, ignore_errors=True)  # the artifact is complete: checkpoints are no longer needed
+    return manifest
+
+
+def _digest_dir(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _register(run_id: str, method: str, metrics: dict[str, float]) -> int:
+    """A new version of the registered model `semflow-student`, its source the run's student folder."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.create_registered_model(REGISTERED_MODEL, description="Students distilled by semflow")
+    except MlflowException as err:
+        if "already exists" not in str(err).lower():
+            raise
+    tags = {"method": method, **{k: f"{v:.4f}" for k, v in metrics.items() if k.startswith("rougeL")}}
+    version = client.create_model_version(REGISTERED_MODEL, source=f"runs:/{run_id}/student", run_id=run_id, tags=tags)
+    return int(version.version)

@@ -1,0 +1,99 @@
+"""Stage 3: SCRG. The student answers the training prompts, the teacher and student score each
+answer, the most divergent disagreeing token is replaced by the teacher's and the student rewrites
+the rest (components/distill/scrg.py). Off-policy rows start from the teacher's response instead."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+from prefect import task
+
+from semflow.caching import stage_key
+from semflow.config import GenerationConfig, ModelConfig, ScrgConfig, StudentConfig
+from semflow.runtime import RunContext
+from semflow.store import OutputRef, StageManifest
+from tasks._stage import output_path, prefect_cache_key, run_stage
+
+STAGE = "scrg_correct"
+MODULES = ("components.distill", "components.generation", "components.models", "tasks.scrg_correct", "tasks._stage")
+
+
+def cache_key(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, scrg: ScrgConfig,
+              responses: StageManifest) -> str:
+    config = {"teacher": teacher, "student": student, "scrg": scrg,
+              "prompting": {"system_prompt": generation.system_prompt, "max_prompt_tokens": generation.max_prompt_tokens}}
+    return stage_key(STAGE, config, {"responses": responses.output("responses").digest}, MODULES)
+
+
+@task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
+def scrg_correct(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, scrg: ScrgConfig,
+                 responses: StageManifest, run: RunContext) -> StageManifest:
+    import numpy as np
+
+    from components.data import read_dataset, write_dataset
+    from components.distill import DistillDataError, sample_responses, scrg_correct as correct, tokenize_prompts
+    from components.distill.data import response_ids
+    from components.generation import format_prompts
+    from components.models import build_student, load_model
+
+    def body(tmp: Path):
+        table = read_dataset(output_path(responses, "responses"))
+        table = table[table["split"] == "train"].reset_index(drop=True)
+        if table.empty:
+            raise DistillDataError(f"{STAGE}: the training split is empty (no 'train' rows in the teacher's responses)")
+        t = load_model(teacher, run.model_cache)
+        s = build_student(student, t, run.model_cache)
+        tok = t.tokenizer
+        rendered = format_prompts(tok, table["instruction"].tolist(), table["input"].tolist(), generation.system_prompt)
+        prompts, truncated = tokenize_prompts(tok, rendered, generation.max_prompt_tokens)
+
+        # Which rows start from a student sample: a seeded choice of round(on_policy * n) rows.
+        n = len(table)
+        on_policy = np.zeros(n, dtype=bool)
+        on_policy[np.random.default_rng(scrg.seed).permutation(n)[: round(scrg.on_policy * n)]] = True
+        sequences = response_ids(tok, table["response"].tolist(), table["finished"].tolist())
+        rows = np.flatnonzero(on_policy).tolist()
+        sampled = sample_responses(s.model, tok, [prompts[i] for i in rows], scrg, progress=True)
+        for i, ids in zip(rows, sampled, strict=True):
+            sequences[i] = ids
+        result = correct(t.model, s.model, tok, prompts, sequences, scrg)
+
+        decode = lambda ids: tok.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
+        first_j = [p[0] if p else -1 for p in result.positions]
+        out = table[["id", "split", "instruction", "input", "reference"]].assign(
+            source=["student" if x else "teacher" for x in on_policy],
+            prompt=rendered,
+            prompt_ids=prompts,
+            original=[decode(x) for x in sequences],
+            original_ids=sequences,
+            revised=[decode(x) for x in result.revised],
+            revised_ids=result.revised,
+            j=first_j,
+            d_j=[d[0] if d else math.nan for d in result.divergences],
+            positions=result.positions,
+            divergences=result.divergences,
+            tokens_regenerated=result.regenerated,
+            corrected=[bool(p) for p in result.positions],
+        )
+        info = write_dataset(out, tmp / "scrg.parquet")
+        corrected = [k for k in range(n) if result.positions[k]]
+        metrics = {
+            "sequences": float(n),
+            "on_policy_share": float(on_policy.mean()),
+            "corrected_share": len(corrected) / n,
+            "corrections_total": float(sum(len(p) for p in result.positions)),
+            "mean_d_j": float(np.mean([result.divergences[k][0] for k in corrected])) if corrected else 0.0,
+            "mean_j_over_len": float(np.mean([first_j[k] / max(len(sequences[k]), 1) for k in corrected]))
+            if corrected else 0.0,
+            "tokens_regenerated_mean": float(np.mean(result.regenerated)),
+            "prompts_truncated": float(truncated),
+        }
+        mlflow.set_tag("semflow.student", s.name)
+        preview = out[["id", "source", "original", "revised", "j", "d_j", "tokens_regenerated"]]
+        return {"scrg": OutputRef(path="scrg.parquet", digest=info.digest, rows=info.rows)}, metrics, {"scrg": preview}
+
+    params = {"teacher": teacher, "student": student, "scrg": scrg,
+              "upstream.responses": responses.output("responses").digest}
+    return run_stage(STAGE, cache_key(teacher, student, generation, scrg, responses), run, params, body)
