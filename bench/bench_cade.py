@@ -65,7 +65,10 @@ def align_default(settings: CadeSettings) -> dict:
     from components.data.builtin import builtin_texts
 
     start = time.perf_counter()
-    slices = {"news": sentences_from_texts(builtin_texts("lee")), "encyclopedia": sentences_from_texts(builtin_texts("wiki"))}
+    slices = {
+        "news": sentences_from_texts(builtin_texts("lee")),
+        "encyclopedia": sentences_from_texts(builtin_texts("wiki")),
+    }
     read = time.perf_counter() - start
     start = time.perf_counter()
     alignment = align(slices, settings)
@@ -104,7 +107,8 @@ def main() -> None:
     print(f"{'corpus':14s} {'model':5s} {'words/epoch':>11s} {'words/unit':>10s} {'Word2Vec w/s':>13s} "
           f"{'slice w/s':>11s} {'ratio':>6s}  per round")
     for r in rows:
-        print(f"{r['corpus']:14s} {r['model']:5s} {r['words_per_epoch']:11,d} {r['words_per_epoch'] / r['units']:10.0f} "
+        per_unit = r["words_per_epoch"] / r["units"]
+        print(f"{r['corpus']:14s} {r['model']:5s} {r['words_per_epoch']:11,d} {per_unit:10.0f} "
               f"{r['word2vec_wps']:13,.0f} {r['slice_wps']:11,.0f} {r['ratio']:5.2f}x  "
               + " ".join(f"{x:.2f}" for x in r["ratios"]))
     result = {"settings": settings[0].to_dict() | {"sg": args.sg}, "rounds": args.rounds, "rows": rows}

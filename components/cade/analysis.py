@@ -104,7 +104,10 @@ def nearest_rows(
         sims = normed[chunk] @ candidates.T  # [chunk, pool]
         sims[pool[None, :] == chunk[:, None]] = -np.inf  # a word is not its own neighbour
         k = min(topn, len(pool))
-        best = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(pool) else np.tile(np.arange(len(pool)), (len(chunk), 1))
+        if k < len(pool):
+            best = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            best = np.tile(np.arange(len(pool)), (len(chunk), 1))
         for r, cols in enumerate(best):
             cols = cols[np.argsort(-sims[r, cols], kind="stable")]
             out.append([(keys[pool[c]], float(sims[r, c])) for c in cols if np.isfinite(sims[r, c])])
@@ -138,7 +141,7 @@ def shift_table(
     exclude = set(exclude)
     words = [
         w for w, keep in zip(kv_a.index_to_key, _frequent(kv_a, min_count))
-        if keep and w not in exclude and kv_b.key_to_index.get(w) is not None and kv_b.get_vecattr(w, "count") >= min_count
+        if keep and w not in exclude and w in kv_b.key_to_index and kv_b.get_vecattr(w, "count") >= min_count
     ]
     rows_a = np.fromiter((kv_a.key_to_index[w] for w in words), dtype=np.int64, count=len(words))
     rows_b = np.fromiter((kv_b.key_to_index[w] for w in words), dtype=np.int64, count=len(words))

@@ -53,7 +53,8 @@ class _EpochProgress(CallbackAny2Vec):
 def check_slices(slices: Mapping[str, Sequence[list[str]]]) -> None:
     """Raise CadeError unless there are >= 2 named slices, each with at least one token."""
     if len(slices) < 2:
-        raise CadeError(f"CADE needs at least 2 slices to align, got {len(slices)}: {', '.join(map(str, slices)) or 'none'}")
+        listed = ", ".join(map(str, slices)) or "none"
+        raise CadeError(f"CADE needs at least 2 slices to align, got {len(slices)}: {listed}")
     for name, sentences in slices.items():
         if not isinstance(name, str) or not name.strip():
             raise CadeError(f"slice names must be non-empty strings, got {name!r}")

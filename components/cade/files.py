@@ -69,7 +69,7 @@ def save_alignment(alignment: Alignment, directory: str | Path, overwrite: bool 
             "settings": alignment.settings.to_dict(),
             "slices": files,
             "tokens": alignment.tokens,
-            "vocabulary": {name: len(kv) for name, kv in alignment.slices.items()} | {COMPASS: len(alignment.compass)},
+            "vocabulary": {COMPASS: len(alignment.compass)} | {n: len(kv) for n, kv in alignment.slices.items()},
             "stats": {name: stats.to_dict() for name, stats in alignment.stats.items()},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

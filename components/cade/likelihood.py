@@ -146,4 +146,5 @@ def evaluate(alignment: Alignment, heldout: Mapping[str, Sequence[list[str]]]) -
     for name, sentences in heldout.items():
         result = log_likelihood(alignment, name, sentences)
         rows.append((name, result.mean, result.perplexity, result.predictions, result.skipped))
-    return pd.DataFrame.from_records(rows, columns=["slice", "log_likelihood", "perplexity", "predictions", "skipped"])
+    columns = ["slice", "log_likelihood", "perplexity", "predictions", "skipped"]
+    return pd.DataFrame.from_records(rows, columns=columns)

@@ -202,7 +202,7 @@ def train_vectors(
     """
     vocab = compass.wv.key_to_index
     raw = sum(len(s) for s in sentences)
-    kept = [kept for s in sentences if (kept := [w for w in s if w in vocab])]
+    kept = [tokens for s in sentences if (tokens := [w for w in s if w in vocab])]
     counts = Counter(w for s in kept for w in s)
     if not counts:
         raise CadeError(
@@ -210,11 +210,12 @@ def train_vectors(
         )
     if vectors is None:
         vectors = _initial_vectors(compass, name, settings)
-    if vectors.shape != (len(vocab), settings.vector_size) or vectors.dtype != REAL or not vectors.flags.c_contiguous:
-        raise CadeError(f"slice {name!r}: starting vectors must be C-contiguous float32 of shape "
-                        f"({len(vocab)}, {settings.vector_size}), got {vectors.dtype} {vectors.shape}")
-    if context.shape != vectors.shape:
-        raise CadeError(f"slice {name!r}: the context matrix {context.shape} does not match the compass vocabulary")
+    shape = (len(vocab), settings.vector_size)
+    # The kernels read raw pointers: a wrong dtype, shape or stride would be silently misread.
+    for label, array in (("starting vectors", vectors), ("context matrix", context)):
+        if array.shape != shape or array.dtype != REAL or not array.flags.c_contiguous:
+            raise CadeError(f"slice {name!r}: the {label} must be C-contiguous float32 of shape {shape} "
+                            f"(the compass vocabulary), got {array.dtype} {array.shape}")
 
     shared = _Shared(
         negative=settings.negative, sample=settings.sample, window=settings.window,

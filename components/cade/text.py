@@ -3,8 +3,10 @@
 Usage::
 
     from components.cade.text import sentences_from_texts, split_heldout
-    sentences_from_texts(["The cat sat. A dog ran home!"])              # [['the', 'cat', 'sat', 'dog', 'ran', 'home']]
-    sentences_from_texts(["The cat sat. A dog ran home!"], split=True)  # [['the', 'cat', 'sat'], ['dog', 'ran', 'home']]
+    sentences_from_texts(["The cat sat. A dog ran home!"])
+    # [['the', 'cat', 'sat', 'dog', 'ran', 'home']]
+    sentences_from_texts(["The cat sat. A dog ran home!"], split=True)
+    # [['the', 'cat', 'sat'], ['dog', 'ran', 'home']]
     train, heldout = split_heldout(sentences, fraction=0.1, seed=0)
 
 From a corpus table with columns ``corpus, text`` (components.data's ``corpora.parquet``)::

@@ -105,7 +105,9 @@ def test_slice_training_leaves_context_bit_identical_and_trains_word_vectors(sg,
     # rely on it. What keeps it frozen is learn_hidden=False in the kernels.
     context = np.array(compass.syn1neg, copy=True)
     start = np.random.default_rng(0).uniform(-0.5, 0.5, context.shape).astype(np.float32) / 32
-    vectors, counts, stats = train_vectors(compass, context, "one", planted_slices["one"], settings, vectors=start.copy())
+    vectors, counts, stats = train_vectors(
+        compass, context, "one", planted_slices["one"], settings, vectors=start.copy()
+    )
 
     assert np.array_equal(context, syn1neg)
     assert np.array_equal(compass.syn1neg, syn1neg)
@@ -346,7 +348,9 @@ def test_query_errors_name_word_and_slice(planted):
         neighbours(alignment, "p0", slices=["one", "three"])
     with pytest.raises(CadeError, match="unknown slice 'three'"):
         shift_table(alignment, "one", "three")
-    lopsided = align({"a": [["t0w0", "t0w1"]] * 5, "b": [["t0w0", "t0w2"]] * 5}, small(0, compass_epochs=1, slice_epochs=1))
+    lopsided = align(
+        {"a": [["t0w0", "t0w1"]] * 5, "b": [["t0w0", "t0w2"]] * 5}, small(0, compass_epochs=1, slice_epochs=1)
+    )
     with pytest.raises(CadeError, match="word 't0w1' is not in slice 'b' \\(it occurs in other slices only\\)"):
         neighbours(lopsided, "t0w1")
     assert list(neighbours(lopsided, "t0w1", slices=["a"])["slice"].unique()) == ["a"]
@@ -359,7 +363,8 @@ def test_save_load_round_trip(planted, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cade"]  # no temp dir left behind
     manifest = json.loads((path / "cade.json").read_text())
     assert manifest["slices"] == {"one": "slices/00-one.kv", "two": "slices/01-two.kv"}
-    assert KeyedVectors.load(str(path / "slices/01-two.kv")).get_vecattr("p0", "count") == alignment.count("two", "p0")
+    alone = KeyedVectors.load(str(path / "slices/01-two.kv"))  # plain gensim can read a slice
+    assert alone.get_vecattr("p0", "count") == alignment.count("two", "p0")
 
     loaded = load_alignment(path)
     assert loaded.settings == alignment.settings and loaded.tokens == alignment.tokens
@@ -371,9 +376,11 @@ def test_save_load_round_trip(planted, tmp_path):
         assert loaded.word_counts(name) == alignment.word_counts(name)
         assert loaded.stats[name].to_dict() == alignment.stats[name].to_dict()
     pd.testing.assert_frame_equal(
-        shift_table(loaded, "one", "two", min_count=MIN_COUNT), shift_table(alignment, "one", "two", min_count=MIN_COUNT)
+        shift_table(loaded, "one", "two", min_count=MIN_COUNT),
+        shift_table(alignment, "one", "two", min_count=MIN_COUNT),
     )
-    assert log_likelihood(loaded, "one", [["t0w0", "t0w1"]]).mean == log_likelihood(alignment, "one", [["t0w0", "t0w1"]]).mean
+    text = [["t0w0", "t0w1"]]
+    assert log_likelihood(loaded, "one", text).mean == log_likelihood(alignment, "one", text).mean
 
     with pytest.raises(CadeError, match="already exists"):
         save_alignment(alignment, path)

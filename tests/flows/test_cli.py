@@ -1,3 +1,5 @@
+import json
+
 from typer.testing import CliRunner
 
 from semflow.cli import app
@@ -23,7 +25,7 @@ def test_stages_shows_cache_status_before_and_after_a_run(workdir):
     run = runner.invoke(app, ["run", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}"])
     assert run.exit_code == 0, run.output
     after = runner.invoke(app, args)
-    assert after.output.count("cached") == 2, after.output
+    assert after.output.count("cached") == 4, after.output
 
 
 def test_init_student_prunes_and_saves(tmp_path):
@@ -32,3 +34,17 @@ def test_init_student_prunes_and_saves(tmp_path):
     assert result.exit_code == 0, result.output
     assert "student: 1 layers" in result.output and "teacher 2 layers" in result.output
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+
+def test_compare_runs_each_method_and_prints_one_table(workdir, tmp_path):
+    out = tmp_path / "compare.json"
+    args = ["compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}", "--methods", "sft,kd_fkl",
+            "--json", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "sft" in result.output and "kd_fkl" in result.output and "after" in result.output
+    rows = json.loads(out.read_text())
+    assert [r["method"] for r in rows] == ["sft", "kd_fkl"]
+    assert rows[0]["mlflow_run_id"] != rows[1]["mlflow_run_id"]
+    bad = runner.invoke(app, ["compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}", "--methods", "sft,nope"])
+    assert bad.exit_code == 2 and "distill.method" in bad.output

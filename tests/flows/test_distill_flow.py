@@ -1,0 +1,101 @@
+"""SCRG and distillation as pipeline stages on the smoke preset: outputs, MLflow logging and the model
+registry, resume after a failure mid-training, and bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from transformers import AutoModelForCausalLM
+
+from components.distill import DistillDataError
+from components.models.student import VocabularyMismatch
+from flows.pipeline import pipeline
+from tests.conftest import SMOKE
+
+
+def run(workdir, *overrides):
+    return pipeline(str(SMOKE), [f"runtime.workdir={workdir}", *overrides])
+
+
+def test_scrg_and_distill_outputs_and_tracking(workdir):
+    result = run(workdir)
+    scrg = pd.read_parquet(f"{result['stages']['scrg_correct']['uri']}/scrg.parquet")
+    assert {"id", "prompt", "original", "revised", "revised_ids", "j", "d_j", "tokens_regenerated", "source"} <= set(scrg.columns)
+    assert set(scrg["split"]) == {"train"}
+    for row in scrg.itertuples():
+        if row.j >= 0:  # the prefix before the corrected index is the original sample's
+            assert list(row.revised_ids[: row.j]) == list(row.original_ids[: row.j])
+            assert row.revised_ids[row.j] != row.original_ids[row.j] if row.j < len(row.original_ids) else True
+    metrics = result["stages"]["scrg_correct"]["metrics"]
+    assert 0 <= metrics["corrected_share"] <= 1 and metrics["sequences"] == len(scrg)
+
+    uri = result["stages"]["distill_student"]["uri"]
+    model = AutoModelForCausalLM.from_pretrained(f"{uri}/student")
+    assert model.config.num_hidden_layers == 1  # smoke keeps teacher layer 1 of 2
+    samples = pd.read_parquet(f"{uri}/eval.parquet")
+    assert {"reference", "teacher", "student_before", "student_after", "rougeL_before", "rougeL_after"} <= set(samples.columns)
+    history = pd.read_parquet(f"{uri}/history.parquet")
+    assert list(history["step"]) == [1, 2, 3]
+    assert ((history["band_lower"] > 0) & (history["band_lower"] < history["band_upper"]) & (history["band_upper"] < 1)).all()
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    child = client.get_run(result["stages"]["distill_student"]["mlflow_run_id"])
+    assert child.data.params["distill.method"] == "mgsr"
+    for key in ("train/loss_sft", "train/loss_dac", "train/loss_span", "train/band_lower", "train/band_upper", "train/lr"):
+        assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2, 3], key
+    versions = client.search_model_versions("name='semflow-student'")
+    assert [v.run_id for v in versions] == [child.info.run_id]
+    assert versions[0].tags["method"] == "mgsr"
+    assert {a.path for a in client.list_artifacts(child.info.run_id, "student")} >= {"student/model.safetensors", "student/config.json"}
+
+
+def test_a_failure_mid_training_resumes_from_the_checkpoint_with_identical_weights(workdir, tmp_path, monkeypatch):
+    from components.distill import trainer
+
+    original = trainer.Trainer.save
+
+    def save_then_crash(self, step):
+        path = original(self, step)
+        raise RuntimeError(f"injected crash after checkpoint {step}")
+
+    monkeypatch.setattr(trainer.Trainer, "save", save_then_crash)
+    with pytest.raises(RuntimeError, match="injected crash after checkpoint 2"):
+        run(workdir)
+    monkeypatch.undo()
+    resumed = run(workdir)
+    states = {k: v["state"] for k, v in resumed["stages"].items()}
+    assert states == {"prepare_data": "Cached", "generate_teacher": "Cached", "scrg_correct": "Cached",
+                      "distill_student": "Completed"}
+    assert resumed["stages"]["distill_student"]["metrics"]["resumed_from_step"] == 2
+
+    straight = run(tmp_path / "straight")
+    assert straight["stages"]["distill_student"]["metrics"]["resumed_from_step"] == 0
+    from semflow.store import ArtifactStore
+
+    def digest(result, root):
+        info = result["stages"]["distill_student"]
+        return ArtifactStore(root / "artifacts").manifest("distill_student", info["key"]).outputs["student"].digest
+
+    assert digest(resumed, workdir) == digest(straight, tmp_path / "straight")
+    # The finished stage removed its checkpoints.
+    assert not list((workdir / "artifacts" / "distill_student").glob(".*.work"))
+
+
+def test_empty_training_split_is_a_clear_error(workdir):
+    with pytest.raises(DistillDataError, match="training split is empty"):
+        run(workdir, "data.split.train=0", "data.split.val=0.5", "data.split.test=0.5")
+    assert not (workdir / "artifacts" / "scrg_correct").exists() or not any((workdir / "artifacts" / "scrg_correct").iterdir())
+
+
+def test_vocabulary_mismatch_fails_before_any_work(workdir, tmp_path):
+    from components.models.tiny import build_tiny_model
+    from semflow.config import TinyModelConfig
+
+    model, tok = build_tiny_model(TinyModelConfig())
+    tok.add_tokens(["<extra-token>"])
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(tmp_path / "other")
+    tok.save_pretrained(tmp_path / "other")
+    with pytest.raises(VocabularyMismatch, match="do not share a tokenizer vocabulary"):
+        run(workdir, "student.init=spec", f"student.model.spec={tmp_path / 'other'}")
