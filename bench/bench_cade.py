@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -40,6 +41,18 @@ CORPORA = {
     "lee-sentences": ("lee_background.cor", True, (10, 3)),
     "text8-head": ("head500.noblanks.cor", False, (2, 1)),
 }
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, of this process); machine = nan off Linux."""
+    ours = sum(os.times()[:2])
+    try:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:8]]
+    except OSError:
+        return float("nan"), ours
+    busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK"), ours
 
 
 def load(name: str, sg: int) -> list[list[str]]:
@@ -88,6 +101,10 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = {sg: CadeSettings(sg=sg, workers=args.workers) for sg in (0, 1)}
+    # Other processes on the machine skew both sides unevenly (the slice side scales worse under
+    # contention): the CPU time they used during the run is printed so a busy run can be recognised.
+    machine_before, ours_before = _cpu_seconds()
+    started = time.perf_counter()
     rows = []
     for name in args.corpora:
         for sg in args.sg:
@@ -102,8 +119,12 @@ def main() -> None:
                          "ratios": [r[1] / r[0] for r in rounds]})
             print(f"  {name:14s} {rows[-1]['model']:4s} done", flush=True)
 
+    machine_after, ours_after = _cpu_seconds()
+    wall = time.perf_counter() - started
+    others = max(0.0, (machine_after - machine_before) - (ours_after - ours_before))
     print(f"\nslice training (frozen syn1neg) vs gensim Word2Vec, workers={args.workers}, "
-          f"{args.rounds} round(s), CADE defaults, {platform.processor() or platform.machine()}")
+          f"{args.rounds} round(s), CADE defaults, {os.cpu_count()} CPUs {platform.machine()}; "
+          f"other processes used {others:.1f} CPU-s in {wall:.0f} s ({others / wall:.0%} of one core)")
     print(f"{'corpus':14s} {'model':5s} {'words/epoch':>11s} {'words/unit':>10s} {'Word2Vec w/s':>13s} "
           f"{'slice w/s':>11s} {'ratio':>6s}  per round")
     for r in rows:
@@ -111,7 +132,8 @@ def main() -> None:
         print(f"{r['corpus']:14s} {r['model']:5s} {r['words_per_epoch']:11,d} {per_unit:10.0f} "
               f"{r['word2vec_wps']:13,.0f} {r['slice_wps']:11,.0f} {r['ratio']:5.2f}x  "
               + " ".join(f"{x:.2f}" for x in r["ratios"]))
-    result = {"settings": settings[0].to_dict() | {"sg": args.sg}, "rounds": args.rounds, "rows": rows}
+    result = {"settings": settings[0].to_dict() | {"sg": args.sg}, "rounds": args.rounds, "rows": rows,
+              "cpus": os.cpu_count(), "wall_seconds": wall, "other_cpu_seconds": others}
     if args.align:
         result["align_default"] = align_default(CadeSettings(workers=args.workers))
         a = result["align_default"]

@@ -1,4 +1,5 @@
-"""The semflow pipeline as one Prefect flow: data prep -> teacher generation -> SCRG -> distillation.
+"""The semflow pipeline as one Prefect flow: data prep -> teacher generation -> student initialisation
+-> SCRG -> distillation.
 
 Run it::
 
@@ -24,6 +25,7 @@ from semflow.store import ArtifactStore, StageManifest
 from semflow.tracking import finish_parent, start_parent
 from tasks.distill_student import distill_student
 from tasks.generate_teacher import generate_teacher
+from tasks.init_student import init_student
 from tasks.prepare_data import prepare_data
 from tasks.scrg_correct import scrg_correct
 
@@ -37,11 +39,12 @@ def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | N
     try:
         data = stages.run(prepare_data, cfg.data)
         responses = stages.run(generate_teacher, cfg.teacher, cfg.generation, data)
+        initial = stages.run(init_student, cfg.teacher, cfg.student, cfg.generation, cfg.distill, responses)
         revised = None
         if cfg.distill.method == "mgsr":
-            revised = stages.run(scrg_correct, cfg.teacher, cfg.student, cfg.generation, cfg.scrg, responses)
+            revised = stages.run(scrg_correct, cfg.teacher, cfg.generation, cfg.scrg, responses, initial)
         student = stages.run(  # noqa: F841
-            distill_student, cfg.teacher, cfg.student, cfg.generation, cfg.distill, responses, revised
+            distill_student, cfg.teacher, cfg.generation, cfg.distill, responses, initial, revised
         )
     except BaseException:
         finish_parent(run, "FAILED", stages.tags())

@@ -70,7 +70,7 @@ def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt =
     """Each stage with its cache key and whether its artifact is already built."""
     cfg = _load(config, overrides)
     from semflow.store import ArtifactStore
-    from tasks import distill_student, generate_teacher, prepare_data, scrg_correct
+    from tasks import distill_student, generate_teacher, init_student, prepare_data, scrg_correct
 
     store = ArtifactStore(artifact_root(cfg.runtime))
     table = Table(title=f"stages for {config}")
@@ -87,13 +87,15 @@ def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt =
     responses = show(
         generate_teacher.STAGE, generate_teacher.cache_key(cfg.teacher, cfg.generation, data) if data else None
     )
+    initial = show(init_student.STAGE, init_student.cache_key(
+        cfg.teacher, cfg.student, cfg.generation, cfg.distill, responses) if responses else None)
     revised = None
     if cfg.distill.method == "mgsr":
         revised = show(scrg_correct.STAGE, scrg_correct.cache_key(
-            cfg.teacher, cfg.student, cfg.generation, cfg.scrg, responses) if responses else None)
-    ready = responses is not None and (revised is not None or cfg.distill.method != "mgsr")
+            cfg.teacher, cfg.generation, cfg.scrg, responses, initial) if initial else None)
+    ready = initial is not None and (revised is not None or cfg.distill.method != "mgsr")
     show(distill_student.STAGE, distill_student.cache_key(
-        cfg.teacher, cfg.student, cfg.generation, cfg.distill, responses, revised) if ready else None)
+        cfg.teacher, cfg.generation, cfg.distill, responses, initial, revised) if ready else None)
     console.print(table)
 
 
@@ -132,16 +134,23 @@ def compare(
     console.print(table)
     console.print(f"test prompts: {int(rows[0]['test_prompts'])}")
 
-    import mlflow
     import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
-    mlflow.set_tracking_uri(tracking_uri(cfg.runtime))
-    mlflow.set_experiment(cfg.runtime.experiment)
-    with mlflow.start_run(run_name=f"compare-{cfg.name}") as run:
-        mlflow.set_tags({"semflow.kind": "compare", "semflow.methods": ",".join(names)})
-        mlflow.log_table(pd.DataFrame(rows), artifact_file="compare.json")
-        for r in rows:
-            mlflow.log_metrics({f"{r['method']}.rougeL_after": r["rougeL_after"], f"{r['method']}.gain": r["gain"]})
+    # A client bound to the store, not mlflow.set_tracking_uri: that would export MLFLOW_TRACKING_URI
+    # to everything that runs later in this process.
+    client = MlflowClient(tracking_uri(cfg.runtime))
+    experiment = client.get_experiment_by_name(cfg.runtime.experiment)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(cfg.runtime.experiment)
+    run = client.create_run(experiment_id, run_name=f"compare-{cfg.name}",
+                            tags={"semflow.kind": "compare", "semflow.methods": ",".join(names)})
+    client.log_table(run.info.run_id, pd.DataFrame(rows), artifact_file="compare.json")
+    now = int(time.time() * 1000)
+    client.log_batch(run.info.run_id, metrics=[
+        Metric(f"{r['method']}.{k}", r[k], now, 0) for r in rows for k in ("rougeL_after", "gain")
+    ])
+    client.set_terminated(run.info.run_id)
     console.print(f"MLflow comparison run: {run.info.run_id}")
     if json_out:
         json_out.write_text(json.dumps(rows, indent=2))

@@ -149,6 +149,24 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
 
 
+class TrainerConfig(Section):
+    """The training loop shared by distillation and SE-DSI."""
+
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
+    batch_size: int = Field(4, gt=0)
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    max_grad_norm: float = Field(1.0, gt=0)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs")
+    checkpoint_every: int = Field(10, gt=0, description="optimizer steps between checkpoints")
+    eval_every: int = Field(10, gt=0, description="optimizer steps between validation losses")
+    log_every: int = Field(1, gt=0)
+    seed: int = 0
+
+
 class StudentConfig(Section):
     """The student: pruned from the teacher (copy embeddings, kept layers, norm, head) or any spec."""
 
@@ -157,6 +175,11 @@ class StudentConfig(Section):
         None, description="teacher layer indices to keep; None keeps every other layer"
     )
     model: ModelConfig | None = Field(None, description="the model when init is 'spec'")
+    warmup: TrainerConfig | None = Field(
+        default_factory=lambda: TrainerConfig(max_steps=40, lr=5e-4, checkpoint_every=20, eval_every=20),
+        description="SFT on the teacher's responses before SCRG and distillation (a pruned student "
+        "writes noise until healed, and SCRG corrects the student's own samples); null skips it",
+    )
 
     @model_validator(mode="after")
     def _spec_needs_model(self) -> StudentConfig:
@@ -202,24 +225,6 @@ class ScrgConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     batch_size: int = Field(8, gt=0)
-    seed: int = 0
-
-
-class TrainerConfig(Section):
-    """The training loop shared by distillation and SE-DSI."""
-
-    lr: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
-    batch_size: int = Field(4, gt=0)
-    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
-    max_grad_norm: float = Field(1.0, gt=0)
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs")
-    checkpoint_every: int = Field(10, gt=0, description="optimizer steps between checkpoints")
-    eval_every: int = Field(10, gt=0, description="optimizer steps between validation losses")
-    log_every: int = Field(1, gt=0)
     seed: int = 0
 
 

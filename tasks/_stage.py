@@ -67,3 +67,27 @@ def run_stage(stage: str, key: str, ctx: RunContext, params: dict[str, Any], bod
 
 def output_path(manifest: StageManifest, name: str) -> Path:
     return Path(manifest.uri) / manifest.output(name).path
+
+
+def digest_dir(path: Path) -> str:
+    """sha256 over a folder's relative file names and bytes (a saved model: weights, config, tokenizer)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def load_student(manifest: StageManifest, teacher_model, teacher_cfg, cache_root=None):
+    """The student saved by init_student, on the teacher's device and dtype, vocabulary checked."""
+    from components.models import LoadedModel, check_shared_vocab, load_model
+
+    spec = teacher_cfg.model_copy(update={"spec": str(output_path(manifest, "student"))})
+    student: LoadedModel = load_model(spec, cache_root)
+    student.name = f"init_student/{manifest.key}"
+    check_shared_vocab(teacher_model.tokenizer, student.tokenizer, teacher_model.name, student.name)
+    return student

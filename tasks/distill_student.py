@@ -12,46 +12,46 @@ import mlflow
 from prefect import task
 
 from semflow.caching import stage_key
-from semflow.config import DistillConfig, GenerationConfig, ModelConfig, StudentConfig
+from semflow.config import DistillConfig, GenerationConfig, ModelConfig
 from semflow.runtime import RunContext
 from semflow.store import ArtifactStore, OutputRef, StageManifest
-from tasks._stage import output_path, prefect_cache_key, run_stage
+from tasks._stage import digest_dir, load_student, output_path, prefect_cache_key, run_stage
 
 STAGE = "distill_student"
 MODULES = ("components.distill", "components.generation", "components.models", "tasks.distill_student", "tasks._stage")
 REGISTERED_MODEL = "semflow-student"
 
 
-def cache_key(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, distill: DistillConfig,
-              responses: StageManifest, scrg: StageManifest | None) -> str:
-    upstream = {"responses": responses.output("responses").digest}
+def cache_key(teacher: ModelConfig, generation: GenerationConfig, distill: DistillConfig, responses: StageManifest,
+              student: StageManifest, scrg: StageManifest | None) -> str:
+    upstream = {"responses": responses.output("responses").digest, "student": student.output("student").digest}
     if distill.method == "mgsr":  # only MGSR trains on the SCRG output
         if scrg is None:
             raise ValueError("distill.method mgsr needs the scrg_correct stage's manifest")
         upstream["scrg"] = scrg.output("scrg").digest
-    config = {"teacher": teacher, "student": student, "distill": distill,
+    config = {"teacher": teacher, "distill": distill,
               "prompting": {"system_prompt": generation.system_prompt, "max_prompt_tokens": generation.max_prompt_tokens}}
     return stage_key(STAGE, config, upstream, MODULES)
 
 
 @task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
-def distill_student(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, distill: DistillConfig,
-                    responses: StageManifest, scrg: StageManifest | None, run: RunContext) -> StageManifest:
+def distill_student(teacher: ModelConfig, generation: GenerationConfig, distill: DistillConfig, responses: StageManifest,
+                    student: StageManifest, scrg: StageManifest | None, run: RunContext) -> StageManifest:
     import pandas as pd
     from safetensors.torch import save_model
 
     from components.data import read_dataset, write_dataset
     from components.distill.recipe import distil
-    from components.models import build_student, load_model
+    from components.models import load_model
 
-    key = cache_key(teacher, student, generation, distill, responses, scrg)
+    key = cache_key(teacher, generation, distill, responses, student, scrg)
     work = ArtifactStore(run.artifact_root).work_dir(STAGE, key)
 
     def body(tmp: Path):
         table = read_dataset(output_path(responses, "responses"))
         scrg_table = read_dataset(output_path(scrg, "scrg")) if distill.method == "mgsr" else None
         t = load_model(teacher, run.model_cache)
-        s = build_student(student, t, run.model_cache)
+        s = load_student(student, t, teacher, run.model_cache)
         log_step = lambda step, metrics: mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=step)  # noqa: E731
         result = distil(t, s, table, scrg_table, distill, generation, work / "checkpoints", on_log=log_step)
 
@@ -62,7 +62,7 @@ def distill_student(teacher: ModelConfig, student: StudentConfig, generation: Ge
         history = pd.DataFrame(result.train.history)
         h_info = write_dataset(history, tmp / "history.parquet")
         e_info = write_dataset(result.samples, tmp / "eval.parquet")
-        weights = _digest_dir(tmp / "student")
+        weights = digest_dir(tmp / "student")
         (tmp / "student" / "semflow.json").write_text(json.dumps(
             {"method": distill.method, "teacher": t.name, "student_init": s.name, "metrics": result.metrics}, indent=2))
         metrics = {**result.metrics}
@@ -78,23 +78,11 @@ def distill_student(teacher: ModelConfig, student: StudentConfig, generation: Ge
         }
         return outputs, metrics, {"eval": result.samples}
 
-    params = {"teacher": teacher, "student": student, "distill": distill,
-              "upstream.responses": responses.output("responses").digest}
+    params = {"teacher": teacher, "distill": distill, "upstream.responses": responses.output("responses").digest,
+              "upstream.student": student.output("student").digest}
     manifest = run_stage(STAGE, key, run, params, body)
     shutil.rmtree(work, ignore_errors=True)  # the artifact is complete: checkpoints are no longer needed
     return manifest
-
-
-def _digest_dir(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode())
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _register(run_id: str, method: str, metrics: dict[str, float]) -> int:

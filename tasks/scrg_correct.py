@@ -11,32 +11,33 @@ import mlflow
 from prefect import task
 
 from semflow.caching import stage_key
-from semflow.config import GenerationConfig, ModelConfig, ScrgConfig, StudentConfig
+from semflow.config import GenerationConfig, ModelConfig, ScrgConfig
 from semflow.runtime import RunContext
 from semflow.store import OutputRef, StageManifest
-from tasks._stage import output_path, prefect_cache_key, run_stage
+from tasks._stage import load_student, output_path, prefect_cache_key, run_stage
 
 STAGE = "scrg_correct"
 MODULES = ("components.distill", "components.generation", "components.models", "tasks.scrg_correct", "tasks._stage")
 
 
-def cache_key(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, scrg: ScrgConfig,
-              responses: StageManifest) -> str:
-    config = {"teacher": teacher, "student": student, "scrg": scrg,
+def cache_key(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, responses: StageManifest,
+              student: StageManifest) -> str:
+    config = {"teacher": teacher, "scrg": scrg,
               "prompting": {"system_prompt": generation.system_prompt, "max_prompt_tokens": generation.max_prompt_tokens}}
-    return stage_key(STAGE, config, {"responses": responses.output("responses").digest}, MODULES)
+    upstream = {"responses": responses.output("responses").digest, "student": student.output("student").digest}
+    return stage_key(STAGE, config, upstream, MODULES)
 
 
 @task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
-def scrg_correct(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, scrg: ScrgConfig,
-                 responses: StageManifest, run: RunContext) -> StageManifest:
+def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, responses: StageManifest,
+                 student: StageManifest, run: RunContext) -> StageManifest:
     import numpy as np
 
     from components.data import read_dataset, write_dataset
     from components.distill import DistillDataError, sample_responses, scrg_correct as correct, tokenize_prompts
     from components.distill.data import response_ids
     from components.generation import format_prompts
-    from components.models import build_student, load_model
+    from components.models import load_model
 
     def body(tmp: Path):
         table = read_dataset(output_path(responses, "responses"))
@@ -44,7 +45,7 @@ def scrg_correct(teacher: ModelConfig, student: StudentConfig, generation: Gener
         if table.empty:
             raise DistillDataError(f"{STAGE}: the training split is empty (no 'train' rows in the teacher's responses)")
         t = load_model(teacher, run.model_cache)
-        s = build_student(student, t, run.model_cache)
+        s = load_student(student, t, teacher, run.model_cache)
         tok = t.tokenizer
         rendered = format_prompts(tok, table["instruction"].tolist(), table["input"].tolist(), generation.system_prompt)
         prompts, truncated = tokenize_prompts(tok, rendered, generation.max_prompt_tokens)
@@ -94,6 +95,6 @@ def scrg_correct(teacher: ModelConfig, student: StudentConfig, generation: Gener
         preview = out[["id", "source", "original", "revised", "j", "d_j", "tokens_regenerated"]]
         return {"scrg": OutputRef(path="scrg.parquet", digest=info.digest, rows=info.rows)}, metrics, {"scrg": preview}
 
-    params = {"teacher": teacher, "student": student, "scrg": scrg,
-              "upstream.responses": responses.output("responses").digest}
-    return run_stage(STAGE, cache_key(teacher, student, generation, scrg, responses), run, params, body)
+    params = {"teacher": teacher, "scrg": scrg, "upstream.responses": responses.output("responses").digest,
+              "upstream.student": student.output("student").digest}
+    return run_stage(STAGE, cache_key(teacher, generation, scrg, responses, student), run, params, body)

@@ -60,6 +60,11 @@ def check_slices(slices: Mapping[str, Sequence[list[str]]]) -> None:
             raise CadeError(f"slice names must be non-empty strings, got {name!r}")
         if name == COMPASS:
             raise CadeError(f"slice name {COMPASS!r} is reserved for the compass")
+        if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
+            raise CadeError(
+                f"slice {name!r} must be a list of token lists, not of strings "
+                "(tokenise texts with components.cade.sentences_from_texts)"
+            )
         if not any(len(s) for s in sentences):
             raise CadeError(f"slice {name!r} is empty: it has no tokens")
 

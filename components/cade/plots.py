@@ -7,6 +7,7 @@ Usage::
     from components.cade.plots import plot_overlap, plot_neighbours
     plot_overlap(vocabulary_overlap(alignment), "out/overlap.png")
     plot_neighbours(alignment, ["bank", "court"], "out/neighbours.png", slices=["news", "encyclopedia"])
+    # one row per word, one panel per slice: its nearest words in that slice, as cosine bars
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -53,14 +53,6 @@ def plot_overlap(overlap: pd.DataFrame, path: str | Path, threshold: float = LOW
     return _save(figure, path)
 
 
-def _project(points: np.ndarray) -> np.ndarray:
-    """First two principal components (zero-padded when there are fewer than two directions)."""
-    centred = points - points.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    out = centred @ vt[:2].T
-    return np.pad(out, ((0, 0), (0, 2 - out.shape[1]))) if out.shape[1] < 2 else out
-
-
 def plot_neighbours(
     alignment: Alignment,
     words: Sequence[str],
@@ -69,49 +61,38 @@ def plot_neighbours(
     topn: int = 8,
     min_count: int = 1,
 ) -> Path:
-    """One row per word, one panel per slice: the word (red) and its ``topn`` nearest words in that slice.
+    """One row per word, one panel per slice: the word's ``topn`` nearest words in that slice as bars of
+    cosine similarity (candidates: count >= min_count), the word's count in the panel title.
 
-    All panels of a row share one 2-D PCA projection, fitted on the word's and its neighbours' vectors
-    from every slice: the slices are aligned, so positions compare across panels and a shifted word
-    visibly moves between neighbourhoods. A word absent from a slice leaves that panel empty with a note;
-    a word absent from every slice, or an unknown slice, raises CadeError.
+    Bars rather than a 2-D projection: within a tight cluster a projection's main axis is often the
+    small difference between slices, which reads as a shift that the cosines do not show. A word absent
+    from a slice leaves that panel empty with a note; a word absent from every slice, an empty word
+    list, or an unknown slice raises CadeError. Returns ``path``.
     """
     names = list(slices) if slices else alignment.names
     kvs = {name: alignment.vectors(name) for name in names}
     if not words:
         raise CadeError("plot_neighbours needs at least one word")
-    figure = Figure(figsize=(3.6 * len(names), 3.3 * len(words)))
+    for word in words:
+        if not any(word in kv.key_to_index for kv in kvs.values()):
+            raise CadeError(f"word {word!r} is in none of the slices {', '.join(names)}")
+    figure = Figure(figsize=(3.4 * len(names), 0.9 + 0.28 * topn * len(words)))
     axes = figure.subplots(len(words), len(names), squeeze=False)
     for r, word in enumerate(words):
-        found = {n: kv.key_to_index[word] for n, kv in kvs.items() if word in kv.key_to_index}
-        if not found:
-            raise CadeError(f"word {word!r} is in none of the slices {', '.join(names)}")
-        groups = {}
-        for name, row in found.items():
-            kv = kvs[name]
-            (near,) = nearest_rows(kv, [row], min_count, topn)
-            labels = [word] + [w for w, _ in near]
-            groups[name] = (labels, kv.vectors[[kv.key_to_index[w] for w in labels]])
-        projected = _project(np.vstack([vectors for _, vectors in groups.values()]).astype(np.float64))
-        start = 0
         for c, name in enumerate(names):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{word} in {name}", fontsize=10)
-            if name not in groups:
-                ax.text(0.5, 0.5, f"{word!r} not in this slice", ha="center", va="center", transform=ax.transAxes)
+            ax, kv = axes[r][c], kvs[name]
+            if word not in kv.key_to_index:
+                ax.set_title(f"{word} in {name}", fontsize=10)
+                ax.text(0.5, 0.5, "not in this slice", ha="center", va="center", transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
                 continue
-            labels, _ = groups[name]
-            points = projected[start : start + len(labels)]
-            start += len(labels)
-            ax.scatter(points[1:, 0], points[1:, 1], s=14, color="tab:blue")
-            ax.scatter(points[:1, 0], points[:1, 1], s=40, color="tab:red")
-            for (x, y), label in zip(points, labels):
-                ax.annotate(label, (x, y), fontsize=8, xytext=(3, 2), textcoords="offset points",
-                            color="tab:red" if label == word else "black")
-            pad = (np.ptp(projected, axis=0) * 0.12) + 1e-6
-            ax.set_xlim(projected[:, 0].min() - pad[0], projected[:, 0].max() + pad[0])
-            ax.set_ylim(projected[:, 1].min() - pad[1], projected[:, 1].max() + pad[1])
+            (near,) = nearest_rows(kv, [kv.key_to_index[word]], min_count, topn)
+            labels = [w for w, _ in near][::-1]  # nearest at the top
+            ax.barh(range(len(near)), [cos for _, cos in near][::-1], color="tab:blue")
+            ax.set_yticks(range(len(near)), labels, fontsize=8)
+            ax.set_xlim(min(0.0, min((cos for _, cos in near), default=0.0)), 1.0)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.set_title(f"{word} in {name} (count {int(kv.get_vecattr(word, 'count'))})", fontsize=10)
     figure.tight_layout()
     return _save(figure, path)

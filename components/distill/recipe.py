@@ -89,6 +89,43 @@ def greedy_outputs(model, tokenizer, table: pd.DataFrame, cfg: DistillConfig, ge
     return generate(model, tokenizer, rendered, eval_cfg, progress=False).texts
 
 
+def heal_student(teacher, student, responses: pd.DataFrame, generation: GenerationConfig, warmup,
+                 ckpt_dir: str | Path, eval_cfg: DistillConfig,
+                 on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True) -> DistillRun:
+    """SFT warm-up of a freshly initialised student on the teacher's responses (SeqKD), the
+    "SFT-initialised student" every KD recipe of the MGSR/DistiLLM/MiniLLM line starts from. A student
+    pruned to half its teacher's layers writes noise until healed, and SCRG revises the student's own
+    samples, so distillation starts here. Reports ROUGE-L on the test split before and after."""
+    cfg = eval_cfg.model_copy(update={"method": "seqkd", "train": warmup})
+    tok = teacher.tokenizer
+    prompts, seqs, truncated, _ = training_data("seqkd", responses, None, tok, generation, cfg)
+    examples, report = build_examples(tok, prompts, seqs, cfg, None)
+    report.prompts_truncated = truncated
+    test = responses[responses["split"] == "test"].reset_index(drop=True)
+    references = [r if _present(r) else t for r, t in zip(test["reference"], test["response"], strict=True)]
+    before = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
+    objective = Objective(cfg)
+    trainer = Trainer(student.model, student_loss_fn(student.model, None, objective, cfg.chunk_size), examples,
+                      lambda ex: collate(ex, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id),
+                      warmup, ckpt_dir, on_log=on_log, progress=progress)
+    result = trainer.train()
+    after = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
+    samples = test[["id", "instruction"]].assign(
+        reference=references, student_initial=before, student_healed=after,
+        rougeL_initial=rouge_l(before, references), rougeL_healed=rouge_l(after, references),
+    )
+    mean = lambda col: float(samples[col].mean()) if len(samples) else float("nan")  # noqa: E731
+    last = result.history[-1] if result.history else {}
+    metrics = {
+        "rougeL_initial": mean("rougeL_initial"), "rougeL_healed": mean("rougeL_healed"),
+        "train_examples": float(len(examples)), "train_steps": float(result.steps),
+        "resumed_from_step": float(result.resumed_from), "train_seconds": result.seconds,
+        "final_loss": float(last.get("loss", float("nan"))), "prompts_truncated": float(truncated),
+        "responses_cut": float(report.responses_cut),
+    }
+    return DistillRun(train=result, samples=samples, metrics=metrics, report=report)
+
+
 def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None, cfg: DistillConfig,
            generation: GenerationConfig, ckpt_dir: str | Path,
            on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True) -> DistillRun:

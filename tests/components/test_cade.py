@@ -336,6 +336,8 @@ def test_bad_slices_raise_errors_naming_the_slice(planted_slices):
         align({"one": one, "blank": [[], []]})
     with pytest.raises(CadeError, match=r"slice 'rare' has no word in the compass vocabulary.*min_count=5"):
         align({"one": one, "rare": [["hapax", "legomenon"]]})
+    with pytest.raises(CadeError, match="slice 'raw' must be a list of token lists"):
+        align({"one": one, "raw": ["an untokenised text"]})
     with pytest.raises(CadeError, match="compass vocabulary is empty"):
         align({"a": [["x"]], "b": [["y"]]})
 

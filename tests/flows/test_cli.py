@@ -25,7 +25,7 @@ def test_stages_shows_cache_status_before_and_after_a_run(workdir):
     run = runner.invoke(app, ["run", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}"])
     assert run.exit_code == 0, run.output
     after = runner.invoke(app, args)
-    assert after.output.count("cached") == 4, after.output
+    assert after.output.count("cached") == 5, after.output
 
 
 def test_init_student_prunes_and_saves(tmp_path):
@@ -37,6 +37,9 @@ def test_init_student_prunes_and_saves(tmp_path):
 
 
 def test_compare_runs_each_method_and_prints_one_table(workdir, tmp_path):
+    import os
+
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
     out = tmp_path / "compare.json"
     args = ["compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}", "--methods", "sft,kd_fkl",
             "--json", str(out)]
@@ -46,5 +49,6 @@ def test_compare_runs_each_method_and_prints_one_table(workdir, tmp_path):
     rows = json.loads(out.read_text())
     assert [r["method"] for r in rows] == ["sft", "kd_fkl"]
     assert rows[0]["mlflow_run_id"] != rows[1]["mlflow_run_id"]
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # no tracking store leaks to later runs
     bad = runner.invoke(app, ["compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}", "--methods", "sft,nope"])
     assert bad.exit_code == 2 and "distill.method" in bad.output
