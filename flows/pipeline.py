@@ -42,7 +42,9 @@ def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | N
         initial = stages.run(init_student, cfg.teacher, cfg.student, cfg.generation, cfg.distill, responses)
         revised = None
         if cfg.distill.method == "mgsr":
-            revised = stages.run(scrg_correct, cfg.teacher, cfg.generation, cfg.scrg, responses, initial)
+            revised = stages.run(
+                scrg_correct, cfg.teacher, cfg.generation, cfg.scrg, responses, initial, cfg.distill.on_long_prompt
+            )
         student = stages.run(  # noqa: F841
             distill_student, cfg.teacher, cfg.generation, cfg.distill, responses, initial, revised
         )

@@ -92,7 +92,7 @@ def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt =
     revised = None
     if cfg.distill.method == "mgsr":
         revised = show(scrg_correct.STAGE, scrg_correct.cache_key(
-            cfg.teacher, cfg.generation, cfg.scrg, responses, initial) if initial else None)
+            cfg.teacher, cfg.generation, cfg.scrg, responses, initial, cfg.distill.on_long_prompt) if initial else None)
     ready = initial is not None and (revised is not None or cfg.distill.method != "mgsr")
     show(distill_student.STAGE, distill_student.cache_key(
         cfg.teacher, cfg.generation, cfg.distill, responses, initial, revised) if ready else None)

@@ -21,16 +21,19 @@ MODULES = ("components.distill", "components.generation", "components.models", "
 
 
 def cache_key(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, responses: StageManifest,
-              student: StageManifest) -> str:
+              student: StageManifest, on_long_prompt: str = "truncate") -> str:
     config = {"teacher": teacher, "scrg": scrg,
-              "prompting": {"system_prompt": generation.system_prompt, "max_prompt_tokens": generation.max_prompt_tokens}}
+              "prompting": {"system_prompt": generation.system_prompt, "max_prompt_tokens": generation.max_prompt_tokens,
+                            "on_long_prompt": on_long_prompt}}
     upstream = {"responses": responses.output("responses").digest, "student": student.output("student").digest}
     return stage_key(STAGE, config, upstream, MODULES)
 
 
 @task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
 def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, responses: StageManifest,
-                 student: StageManifest, run: RunContext) -> StageManifest:
+                 student: StageManifest, on_long_prompt: str, run: RunContext) -> StageManifest:
+    """`on_long_prompt` (distill.on_long_prompt): prompts over generation.max_prompt_tokens keep their
+    last tokens and are counted (`truncate`), or the stage fails naming them (`fail`)."""
     import numpy as np
 
     from components.data import read_dataset, write_dataset
@@ -48,7 +51,8 @@ def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgC
         s = load_student(student, t, teacher, run.model_cache)
         tok = t.tokenizer
         rendered = format_prompts(tok, table["instruction"].tolist(), table["input"].tolist(), generation.system_prompt)
-        prompts, truncated = tokenize_prompts(tok, rendered, generation.max_prompt_tokens)
+        prompts, truncated = tokenize_prompts(tok, rendered, generation.max_prompt_tokens, on_long_prompt,
+                                              ids=table["id"].tolist())
 
         # Which rows start from a student sample: a seeded choice of round(on_policy * n) rows.
         n = len(table)
@@ -97,4 +101,5 @@ def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgC
 
     params = {"teacher": teacher, "scrg": scrg, "upstream.responses": responses.output("responses").digest,
               "upstream.student": student.output("student").digest}
-    return run_stage(STAGE, cache_key(teacher, generation, scrg, responses, student), run, params, body)
+    key = cache_key(teacher, generation, scrg, responses, student, on_long_prompt)
+    return run_stage(STAGE, key, run, params, body)

@@ -86,3 +86,18 @@ def test_micro_batches_are_a_function_of_the_step(tmp_path):
     seen = [x for step in range(2) for micro in trainer.micro_batches(step) for x in micro]
     assert sorted(seen) == examples  # one epoch covers every example once
     assert trainer.micro_batches(3) == trainer.micro_batches(3)
+
+
+def test_gkd_hook_resamples_on_policy_share_reproducibly():
+    from components.distill.data import Example
+    from components.distill.recipe import _gkd_hook
+
+    student, tok = build_tiny_model(TinyModelConfig(seed=2, num_hidden_layers=1))
+    examples = [Example(tok("q1")["input_ids"], [5, 6, 7], [False] * 3), Example(tok("q22")["input_ids"], [8], [False])]
+    always = _gkd_hook(student, tok, DistillConfig(method="gkd", gkd_on_policy=1.0, eval_max_new_tokens=6))
+    fresh = always(examples, 3)
+    assert [e.prompt for e in fresh] == [e.prompt for e in examples]
+    assert [e.response for e in fresh] != [e.response for e in examples] and all(len(e.response) <= 6 for e in fresh)
+    assert [e.response for e in always(examples, 3)] == [e.response for e in fresh]  # seeded by micro-batch
+    never = _gkd_hook(student, tok, DistillConfig(method="gkd", gkd_on_policy=0.0))
+    assert never(examples, 3) is examples
