@@ -1,5 +1,5 @@
 """The semflow pipeline as one Prefect flow: data prep -> teacher generation -> student initialisation
--> SCRG -> distillation.
+-> SCRG -> distillation -> CADE alignment of the corpora and of the generated text.
 
 Run it::
 
@@ -23,6 +23,7 @@ from semflow.config import load_config
 from semflow.runtime import RunContext, prepare_environment
 from semflow.store import ArtifactStore, StageManifest
 from semflow.tracking import finish_parent, start_parent
+from tasks.cade_align import cade_align
 from tasks.distill_student import distill_student
 from tasks.generate_teacher import generate_teacher
 from tasks.init_student import init_student
@@ -45,9 +46,10 @@ def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | N
             revised = stages.run(
                 scrg_correct, cfg.teacher, cfg.generation, cfg.scrg, responses, initial, cfg.distill.on_long_prompt
             )
-        student = stages.run(  # noqa: F841
+        student = stages.run(
             distill_student, cfg.teacher, cfg.generation, cfg.distill, responses, initial, revised
         )
+        stages.run(cade_align, cfg.cade, data, responses, student)
     except BaseException:
         finish_parent(run, "FAILED", stages.tags())
         raise

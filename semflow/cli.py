@@ -6,6 +6,8 @@
     semflow init-student --config configs/default.yaml --out student/
     semflow config --config configs/smoke.yaml
     semflow compare --config configs/default.yaml --methods mgsr,sft,seqkd,kd_fkl
+    semflow shift teacher student_after --top 20
+    semflow neighbours court --slices news --slices encyclopedia
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt =
     """Each stage with its cache key and whether its artifact is already built."""
     cfg = _load(config, overrides)
     from semflow.store import ArtifactStore
-    from tasks import distill_student, generate_teacher, init_student, prepare_data, scrg_correct
+    from tasks import cade_align, distill_student, generate_teacher, init_student, prepare_data, scrg_correct
 
     store = ArtifactStore(artifact_root(cfg.runtime))
     table = Table(title=f"stages for {config}")
@@ -94,8 +96,9 @@ def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt =
         revised = show(scrg_correct.STAGE, scrg_correct.cache_key(
             cfg.teacher, cfg.generation, cfg.scrg, responses, initial, cfg.distill.on_long_prompt) if initial else None)
     ready = initial is not None and (revised is not None or cfg.distill.method != "mgsr")
-    show(distill_student.STAGE, distill_student.cache_key(
+    student = show(distill_student.STAGE, distill_student.cache_key(
         cfg.teacher, cfg.generation, cfg.distill, responses, initial, revised) if ready else None)
+    show(cade_align.STAGE, cade_align.cache_key(cfg.cade, data, responses, student) if student else None)
     console.print(table)
 
 
@@ -154,6 +157,91 @@ def compare(
     console.print(f"MLflow comparison run: {run.info.run_id}")
     if json_out:
         json_out.write_text(json.dumps(rows, indent=2))
+
+
+def _alignment(cfg: PipelineConfig, run_id: str | None):
+    """The embeddings of the newest cade_align artifact, or of the one an MLflow run id produced."""
+    from components.cade import load_alignment
+    from semflow.store import ArtifactStore
+
+    store = ArtifactStore(artifact_root(cfg.runtime))
+    manifests = [m for d in store.stage_dirs("cade_align") if (m := store.manifest("cade_align", d.name))]
+    if run_id:
+        manifests = [m for m in manifests if m.mlflow_run_id == run_id]
+    if not manifests:
+        which = f"from MLflow run {run_id}" if run_id else "yet"
+        console.print(f"[red]no cade_align artifact {which} under {store.root}[/red]: run the pipeline first")
+        raise typer.Exit(2)
+    latest = max(manifests, key=lambda m: m.created)
+    return load_alignment(Path(latest.uri) / latest.output("embeddings").path), latest
+
+
+RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="MLflow run id of a cade_align stage run")]
+
+
+@app.command()
+def shift(
+    slice_a: Annotated[str, typer.Argument(help="first slice, e.g. teacher")],
+    slice_b: Annotated[str, typer.Argument(help="second slice, e.g. student_after")],
+    top: Annotated[int, typer.Option(help="how many words")] = 20,
+    min_count: Annotated[int, typer.Option(help="only words this frequent in both slices")] = 5,
+    keep_stopwords: Annotated[bool, typer.Option(help="list function words too")] = False,
+    config: ConfigOpt = Path("configs/default.yaml"),
+    overrides: SetOpt = None,
+    run_id: RunIdOpt = None,
+) -> None:
+    """The words whose use differs most between two slices (lowest cosine across the aligned spaces)."""
+    cfg = _load(config, overrides)
+    from components.cade import CadeError, most_shifted
+
+    alignment, manifest = _alignment(cfg, run_id)
+    try:
+        from gensim.parsing.preprocessing import STOPWORDS
+
+        table = most_shifted(alignment, slice_a, slice_b, top=top, min_count=min_count, topn=5,
+                             exclude=() if keep_stopwords else STOPWORDS)
+    except CadeError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    out = Table(title=f"most shifted words, {slice_a} vs {slice_b} (cade_align {manifest.key})")
+    for column in ("word", "cosine", f"count {slice_a}", f"count {slice_b}", f"neighbours {slice_a}", f"neighbours {slice_b}"):
+        out.add_column(column)
+    for row in table.itertuples(index=False):
+        r = row._asdict()
+        out.add_row(r["word"], f"{r['cosine']:.3f}", str(r["count_a"]), str(r["count_b"]),
+                    str(r["neighbours_a"]), str(r["neighbours_b"]))
+    console.print(out)
+
+
+@app.command()
+def neighbours(
+    word: Annotated[str, typer.Argument(help="the word to look up")],
+    slices: Annotated[list[str] | None, typer.Option("--slices", help="slices to compare (repeat or list)")] = None,
+    topn: Annotated[int, typer.Option(help="neighbours per slice")] = 10,
+    config: ConfigOpt = Path("configs/default.yaml"),
+    overrides: SetOpt = None,
+    run_id: RunIdOpt = None,
+) -> None:
+    """A word's nearest neighbours in each slice, side by side."""
+    cfg = _load(config, overrides)
+    from components.cade import CadeError
+    from components.cade import neighbours as find_neighbours
+
+    alignment, manifest = _alignment(cfg, run_id)
+    try:
+        table = find_neighbours(alignment, word, slices=slices or None, topn=topn)
+    except CadeError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    out = Table(title=f"neighbours of {word!r} (cade_align {manifest.key})")
+    names = list(dict.fromkeys(table["slice"]))
+    out.add_column("rank")
+    for name in names:
+        out.add_column(f"{name} ({alignment.count(name, word)}x)")
+    for rank, group in table.groupby("rank", sort=True):
+        cells = {r.slice: f"{r.neighbour} {r.cosine:.2f}" for r in group.itertuples()}
+        out.add_row(str(rank), *[cells.get(n, "") for n in names])
+    console.print(out)
 
 
 @app.command("config")

@@ -264,6 +264,40 @@ class DistillConfig(Section):
     eval_batch_size: int = Field(8, gt=0)
 
 
+# ------------------------------------------------------------------------------------ CADE alignment
+GENERATED_SLICES = ("references", "teacher", "student_before", "student_after")
+
+
+class CadeConfig(Section):
+    """Compass-aligned embeddings over corpora slices (defaults as CADE/TWEC); see components/cade."""
+
+    slices: list[str] | None = Field(
+        None,
+        description="slice names: data.corpora names and/or generated ones (references, teacher, "
+        "student_before, student_after); None: every corpus plus every generated slice",
+    )
+    sg: Literal[0, 1] = Field(0, description="0: CBOW, 1: skip-gram")
+    vector_size: int = Field(100, gt=0)
+    window: int = Field(5, gt=0)
+    negative: int = Field(10, gt=0)
+    min_count: int = Field(5, gt=0, description="compass vocabulary: count over all slices")
+    sample: float = Field(1e-3, ge=0, lt=1)
+    alpha: float = Field(0.025, gt=0, le=1)
+    min_alpha: float = Field(1e-4, ge=0)
+    compass_epochs: int = Field(5, gt=0)
+    slice_epochs: int = Field(5, gt=0)
+    init: Literal["hidden", "compass"] = Field("hidden", description="slice word vectors: random or the compass's")
+    seed: int = 0
+    workers: int = Field(2, gt=0)
+    heldout: float = Field(0.1, ge=0, lt=1, description="share of each slice's sentences held out for likelihood")
+    shift_min_count: int = Field(5, gt=0, description="shift tables: words this frequent in both slices")
+    top: int = Field(20, gt=0, description="most shifted words listed per slice pair")
+    exclude_stopwords: bool = Field(
+        True, description="leave gensim's English stopwords out of shift tables (they shift with genre)"
+    )
+    plot_words: int = Field(4, ge=0, description="words whose neighbours are plotted per pair")
+
+
 # ---------------------------------------------------------------------------------------- execution
 class RuntimeConfig(Section):
     workdir: str = Field(".semflow", description="artifacts, MLflow store and PREFECT_HOME live here")
@@ -285,6 +319,7 @@ class PipelineConfig(Section):
     generation: GenerationConfig = GenerationConfig()
     scrg: ScrgConfig = ScrgConfig()
     distill: DistillConfig = DistillConfig()
+    cade: CadeConfig = CadeConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
 

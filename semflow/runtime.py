@@ -67,6 +67,9 @@ def prepare_environment(runtime: RuntimeConfig) -> None:
         "DO_NOT_TRACK": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # The temporary API server's first start runs its SQLite migrations (22-28 s on 2 idle cores);
+        # Prefect's 20 s default fails on a fresh workdir or a busy machine.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
     if runtime.offline:
         defaults |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
