@@ -176,7 +176,7 @@ class StudentConfig(Section):
     )
     model: ModelConfig | None = Field(None, description="the model when init is 'spec'")
     warmup: TrainerConfig | None = Field(
-        default_factory=lambda: TrainerConfig(max_steps=40, lr=5e-4, checkpoint_every=20, eval_every=20),
+        default_factory=lambda: TrainerConfig(max_steps=20, lr=5e-4, checkpoint_every=10, eval_every=10),
         description="SFT on the teacher's responses before SCRG and distillation (a pruned student "
         "writes noise until healed, and SCRG corrects the student's own samples); null skips it",
     )
@@ -213,6 +213,9 @@ class ScrgConfig(Section):
         1.0, ge=0, le=1,
         description="share of prompts whose sequence is a student sample; the rest start from the "
         "teacher's response (1: on-policy, 0: off-policy, as DistiLLM/GKD mixes)",
+    )
+    correct_off_policy: bool = Field(
+        False, description="also run SCRG on the teacher-response rows (default: they pass through as they are)"
     )
     rounds: int = Field(1, ge=0, le=16, description="corrections per sequence (the paper tried 1, 3, 5)")
     teacher_token: Literal["sample", "argmax"] = "sample"

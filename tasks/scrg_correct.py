@@ -37,7 +37,8 @@ def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgC
     import numpy as np
 
     from components.data import read_dataset, write_dataset
-    from components.distill import DistillDataError, sample_responses, scrg_correct as correct, tokenize_prompts
+    from components.distill import DistillDataError, ScrgResult, sample_responses, tokenize_prompts
+    from components.distill import scrg_correct as correct
     from components.distill.data import response_ids
     from components.generation import format_prompts
     from components.models import load_model
@@ -63,7 +64,15 @@ def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgC
         sampled = sample_responses(s.model, tok, [prompts[i] for i in rows], scrg, progress=True)
         for i, ids in zip(rows, sampled, strict=True):
             sequences[i] = ids
-        result = correct(t.model, s.model, tok, prompts, sequences, scrg)
+        # Off-policy rows are the teacher's own text: by default they pass through unrevised (the
+        # correction would hand the rest of a teacher response to the student to rewrite).
+        todo = list(range(n)) if scrg.correct_off_policy else rows
+        part = correct(t.model, s.model, tok, [prompts[i] for i in todo], [sequences[i] for i in todo], scrg)
+        result = ScrgResult(revised=[list(x) for x in sequences], positions=[[] for _ in range(n)],
+                            divergences=[[] for _ in range(n)], regenerated=[0] * n)
+        for k, i in enumerate(todo):
+            result.revised[i], result.positions[i] = part.revised[k], part.positions[k]
+            result.divergences[i], result.regenerated[i] = part.divergences[k], part.regenerated[k]
 
         decode = lambda ids: tok.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
         first_j = [p[0] if p else -1 for p in result.positions]
@@ -84,10 +93,11 @@ def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgC
         )
         info = write_dataset(out, tmp / "scrg.parquet")
         corrected = [k for k in range(n) if result.positions[k]]
+        n_scored = max(len(todo), 1)
         metrics = {
             "sequences": float(n),
             "on_policy_share": float(on_policy.mean()),
-            "corrected_share": len(corrected) / n,
+            "corrected_share": len(corrected) / n_scored,  # of the sequences SCRG scored
             "corrections_total": float(sum(len(p) for p in result.positions)),
             "mean_d_j": float(np.mean([result.divergences[k][0] for k in corrected])) if corrected else 0.0,
             "mean_j_over_len": float(np.mean([first_j[k] / max(len(sequences[k]), 1) for k in corrected]))

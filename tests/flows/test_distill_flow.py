@@ -106,3 +106,15 @@ def test_long_prompts_fail_when_configured_and_are_counted_otherwise(workdir):
         run(workdir, "generation.max_prompt_tokens=40", "distill.on_long_prompt=fail")
     result = run(workdir, "generation.max_prompt_tokens=40")
     assert result["stages"]["scrg_correct"]["metrics"]["prompts_truncated"] > 0
+
+
+def test_off_policy_rows_pass_through_unless_configured(workdir):
+    result = run(workdir, "scrg.on_policy=0.5")
+    scrg = pd.read_parquet(f"{result['stages']['scrg_correct']['uri']}/scrg.parquet")
+    teacher_rows = scrg[scrg["source"] == "teacher"]
+    assert 0 < len(teacher_rows) < len(scrg)
+    assert (teacher_rows["j"] == -1).all()
+    assert all(list(a) == list(b) for a, b in zip(teacher_rows["revised_ids"], teacher_rows["original_ids"]))
+    both = run(workdir, "scrg.on_policy=0.5", "scrg.correct_off_policy=true")
+    scrg = pd.read_parquet(f"{both['stages']['scrg_correct']['uri']}/scrg.parquet")
+    assert (scrg[scrg["source"] == "teacher"]["j"] >= 0).any()
