@@ -218,18 +218,20 @@ def neighbours(
     word: Annotated[str, typer.Argument(help="the word to look up")],
     slices: Annotated[list[str] | None, typer.Option("--slices", help="slices to compare (repeat or list)")] = None,
     topn: Annotated[int, typer.Option(help="neighbours per slice")] = 10,
+    min_count: Annotated[int, typer.Option(help="only neighbours this frequent in their slice")] = 5,
     config: ConfigOpt = Path("configs/default.yaml"),
     overrides: SetOpt = None,
     run_id: RunIdOpt = None,
 ) -> None:
-    """A word's nearest neighbours in each slice, side by side."""
+    """A word's nearest neighbours in each slice, side by side (rare words barely leave their random
+    start, hence the frequency floor)."""
     cfg = _load(config, overrides)
     from components.cade import CadeError
     from components.cade import neighbours as find_neighbours
 
     alignment, manifest = _alignment(cfg, run_id)
     try:
-        table = find_neighbours(alignment, word, slices=slices or None, topn=topn)
+        table = find_neighbours(alignment, word, slices=slices or None, topn=topn, min_count=min_count)
     except CadeError as err:
         console.print(f"[red]{err}[/red]")
         raise typer.Exit(2) from None

@@ -290,7 +290,7 @@ class CadeConfig(Section):
     compass_epochs: int = Field(5, gt=0)
     slice_epochs: int = Field(5, gt=0)
     init: Literal["hidden", "compass"] = Field("hidden", description="slice word vectors: random or the compass's")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     workers: int = Field(2, gt=0)
     heldout: float = Field(0.1, ge=0, lt=1, description="share of each slice's sentences held out for likelihood")
     shift_min_count: int = Field(5, gt=0, description="shift tables: words this frequent in both slices")
@@ -299,6 +299,12 @@ class CadeConfig(Section):
         True, description="leave gensim's English stopwords out of shift tables (they shift with genre)"
     )
     plot_words: int = Field(4, ge=0, description="words whose neighbours are plotted per pair")
+
+    @model_validator(mode="after")
+    def _alpha_decays(self) -> CadeConfig:
+        if self.min_alpha > self.alpha:
+            raise ValueError(f"min_alpha ({self.min_alpha}) must not exceed alpha ({self.alpha})")
+        return self
 
 
 # ---------------------------------------------------------------------------------------- execution

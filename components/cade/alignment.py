@@ -28,6 +28,7 @@ from components.cade.compass import COMPASS, Progress, build_compass_vocab, trai
 from components.cade.errors import CadeError
 from components.cade.settings import CadeSettings
 from components.cade.slices import SliceStats, frozen_context, train_slice
+from components.cade.text import cut_long
 
 
 @dataclass
@@ -101,6 +102,11 @@ def align(
     slices, an empty slice, a slice without any compass word.
     """
     settings = settings or CadeSettings()
+    if not isinstance(slices, Mapping):
+        raise CadeError(f"slices must map a slice name to its token lists, got {type(slices).__name__}")
+    # Both gensim's Word2Vec (the compass) and the Doc2Vec kernels (the slices) silently drop words past
+    # the 10,000th of a unit; cutting long units first keeps every word and both sides consistent.
+    slices = {name: cut_long(sentences) for name, sentences in slices.items()}
     model = build_compass_vocab(slices, settings)
     seconds, raw, effective = train_compass(model, slices, settings, progress)
     stats = {COMPASS: SliceStats(raw_words=raw, effective_words=effective, seconds=seconds)}

@@ -24,7 +24,6 @@ import pandas as pd
 from gensim.models import KeyedVectors
 
 from components.cade.alignment import Alignment
-from components.cade.errors import CadeError
 
 # Jaccard overlap below which two slices' comparison is flagged. CADE aligns slices only through the
 # words they share with the compass and with each other: the CADE paper (Bianchi et al. 2020) reports

@@ -45,7 +45,6 @@ from gensim.models.doc2vec_inner import train_document_dbow, train_document_dm
 
 from components.cade.errors import CadeError
 from components.cade.settings import CadeSettings
-from components.cade.text import MAX_SENTENCE_WORDS
 
 REAL = np.float32
 Progress = Callable[[str, int, int], None]

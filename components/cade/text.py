@@ -61,6 +61,14 @@ def sentences_from_texts(texts: Iterable[str], split: bool = False) -> list[list
     return out
 
 
+def cut_long(sentences: Sequence[list[str]]) -> Sequence[list[str]]:
+    """``sentences`` with every unit longer than MAX_SENTENCE_WORDS cut into pieces of that length
+    (the same object back when none is that long, so the common case copies nothing)."""
+    if all(len(s) <= MAX_SENTENCE_WORDS for s in sentences):
+        return sentences
+    return [s[i : i + MAX_SENTENCE_WORDS] for s in sentences for i in range(0, max(len(s), 1), MAX_SENTENCE_WORDS)]
+
+
 def split_heldout(
     sentences: Sequence[list[str]], fraction: float, seed: int = 0
 ) -> tuple[list[list[str]], list[list[str]]]:

@@ -40,6 +40,7 @@ from components.cade import (
 from components.cade import slices as slices_module
 from components.cade.compass import build_compass_vocab, train_compass
 from components.cade.slices import frozen_context, slice_seed, train_vectors
+from components.cade.text import cut_long
 
 TOPICS, PER_TOPIC, LENGTH = 6, 25, 12
 PLANTED = [f"p{i}" for i in range(8)]
@@ -111,6 +112,8 @@ def test_slice_training_leaves_context_bit_identical_and_trains_word_vectors(sg,
 
     assert np.array_equal(context, syn1neg)
     assert np.array_equal(compass.syn1neg, syn1neg)
+    shared = frozen_context(compass)  # what align() hands every slice
+    assert np.array_equal(shared, syn1neg) and not shared.flags.writeable
     rows = [compass.wv.key_to_index[w] for w in counts]
     moved = np.linalg.norm(vectors[rows] - start[rows], axis=1)
     assert moved.min() > 10 * np.linalg.norm(start[rows], axis=1).max()  # every slice word trained
@@ -302,6 +305,9 @@ def test_sentences_from_texts_and_split_heldout():
     assert sentences_from_texts(texts) == [["the", "cat", "sat", "dog", "ran", "home"]]
     assert sentences_from_texts(texts, split=True) == [["the", "cat", "sat"], ["dog", "ran", "home"]]
     assert len(sentences_from_texts(["word " * 25000])) == 3  # cut at 10000 tokens
+    assert [len(s) for s in cut_long([["a"] * 25000, ["b"]])] == [10000, 10000, 5000, 1]
+    short = [["a"], ["b", "c"]]
+    assert cut_long(short) is short
     sentences = [[str(i)] for i in range(20)]
     train, heldout = split_heldout(sentences, 0.25, seed=3)
     assert (train, heldout) == split_heldout(sentences, 0.25, seed=3)
@@ -338,6 +344,8 @@ def test_bad_slices_raise_errors_naming_the_slice(planted_slices):
         align({"one": one, "rare": [["hapax", "legomenon"]]})
     with pytest.raises(CadeError, match="slice 'raw' must be a list of token lists"):
         align({"one": one, "raw": ["an untokenised text"]})
+    with pytest.raises(CadeError, match="slices must map a slice name"):
+        align([one, one])
     with pytest.raises(CadeError, match="compass vocabulary is empty"):
         align({"a": [["x"]], "b": [["y"]]})
 
