@@ -153,4 +153,4 @@ def test_mgsr_objective_reports_band_and_every_term():
     assert {"loss_sft", "loss_dac", "loss_span", "band_lower", "band_upper"} <= set(stats)
     assert 0 < stats["band_lower"] < stats["band_upper"] < 1
     expected = stats["loss_sft"] + stats["loss_dac"] + stats["loss_span"]
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
