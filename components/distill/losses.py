@@ -184,6 +184,7 @@ def span_correlation(
     same span; the returned tensor has one entry per marked row, in order.
     """
     rows = pair_start.nonzero().squeeze(-1)
+    rows = rows[rows + 1 < pair_start.shape[0]]  # a pair needs its right neighbour among the rows
     if rows.numel() == 0:
         return teacher_logits.new_zeros(0, dtype=torch.float32)
     p = F.softmax(teacher_logits.float() / tau, dim=-1)

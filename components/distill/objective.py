@@ -228,9 +228,12 @@ def student_loss_fn(student, teacher, objective: Objective, chunk_size: int | No
         if objective.needs_teacher:
             with torch.no_grad():
                 t_rows = teacher.base_model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][rows]
+        # A pair must end on the next response token of the same sequence: rows are gathered in
+        # order, so the next gathered row is that token exactly when position t + 1 is a label too.
+        pairs = batch["pair_start"][:, 1:] & torch.cat([rows[:, 1:], torch.zeros_like(rows[:, :1])], dim=1)
         return distill_loss(
             s_rows, s_head.weight, t_rows, t_head.weight if t_head is not None else None,
-            batch["labels"][:, 1:][rows], batch["pair_start"][:, 1:][rows], objective, chunk_size,
+            batch["labels"][:, 1:][rows], pairs[rows], objective, chunk_size,
         )
 
     return loss_fn

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from components.distill.data import (
     BuildReport,
@@ -54,6 +55,13 @@ class DistillRun:
 
 def _present(value) -> bool:
     return isinstance(value, str) and value.strip() != ""
+
+
+def _fp32_master(model) -> None:
+    """Train in fp32 master weights: a bf16/fp16 teacher gives a half-precision pruned student, and
+    AdamW on half-precision weights loses small updates; CUDA steps still run under bf16 autocast."""
+    if next(model.parameters()).dtype != torch.float32:
+        model.float()
 
 
 def training_data(method: str, responses: pd.DataFrame, scrg: pd.DataFrame | None, tokenizer,
@@ -105,6 +113,7 @@ def heal_student(teacher, student, responses: pd.DataFrame, generation: Generati
     references = [r if _present(r) else t for r, t in zip(test["reference"], test["response"], strict=True)]
     before = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
     objective = Objective(cfg)
+    _fp32_master(student.model)
     trainer = Trainer(student.model, student_loss_fn(student.model, None, objective, cfg.chunk_size), examples,
                       lambda ex: collate(ex, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id),
                       warmup, ckpt_dir, on_log=on_log, progress=progress)
@@ -146,6 +155,7 @@ def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None,
     before = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
 
     objective = Objective(cfg).to(student.model.device)
+    _fp32_master(student.model)
     batch_hook = _gkd_hook(student.model, tok, cfg) if cfg.method == "gkd" else None
     trainer = Trainer(
         student.model, student_loss_fn(student.model, teacher.model, objective, cfg.chunk_size), examples,
