@@ -23,7 +23,7 @@ def states(result):
     return {stage: info["state"] for stage, info in result["stages"].items()}
 
 
-STAGES = ["prepare_data", "generate_teacher", "init_student", "scrg_correct", "distill_student"]
+STAGES = ["prepare_data", "generate_teacher", "init_student", "scrg_correct", "distill_student", "cade_align"]
 
 
 def expect(*states_in_order):
@@ -32,27 +32,30 @@ def expect(*states_in_order):
 
 def test_rerun_is_cached_and_a_changed_setting_reruns_only_downstream(workdir):
     first = run(workdir)
-    assert states(first) == expect("Completed", "Completed", "Completed", "Completed", "Completed")
+    assert states(first) == expect("Completed", "Completed", "Completed", "Completed", "Completed", "Completed")
 
     second = run(workdir)
-    assert states(second) == expect("Cached", "Cached", "Cached", "Cached", "Cached")
+    assert states(second) == expect("Cached", "Cached", "Cached", "Cached", "Cached", "Cached")
     assert second["stages"] == {k: {**v, "state": "Cached"} for k, v in first["stages"].items()}
 
     changed = run(workdir, "generation.max_new_tokens=3")
-    assert states(changed) == expect("Cached", "Completed", "Completed", "Completed", "Completed")
+    assert states(changed) == expect("Cached", "Completed", "Completed", "Completed", "Completed", "Completed")
     assert changed["stages"]["generate_teacher"]["key"] != first["stages"]["generate_teacher"]["key"]
     responses = pd.read_parquet(f"{changed['stages']['generate_teacher']['uri']}/responses.parquet")
     assert responses["response_tokens"].max() <= 3
 
     data_changed = run(workdir, "data.prompts.per_family=2")
-    assert states(data_changed) == expect("Completed", "Completed", "Completed", "Completed", "Completed")
+    assert states(data_changed) == expect("Completed", "Completed", "Completed", "Completed", "Completed", "Completed")
 
     # A distillation setting reruns only distillation; a baseline method skips SCRG.
+    # (CADE reruns only if the student's test generations, one of its slices, changed.)
     lr = run(workdir, "distill.train.lr=0.001")
-    assert states(lr) == expect("Cached", "Cached", "Cached", "Cached", "Completed")
+    assert states(lr) == expect("Cached", "Cached", "Cached", "Cached", "Completed", states(lr)["cade_align"])
     sft = run(workdir, "distill.method=sft")
-    assert states(sft) == {"prepare_data": "Cached", "generate_teacher": "Cached", "init_student": "Cached",
-                           "distill_student": "Completed"}
+    assert {k: v for k, v in states(sft).items() if k != "cade_align"} == {
+        "prepare_data": "Cached", "generate_teacher": "Cached", "init_student": "Cached", "distill_student": "Completed"}
+    cade_changed = run(workdir, "distill.method=sft", "cade.vector_size=8")
+    assert states(cade_changed)["cade_align"] == "Completed" and states(cade_changed)["distill_student"] == "Cached"
 
 
 def test_outputs_have_the_documented_schema(workdir):
@@ -87,7 +90,7 @@ def test_failed_generation_keeps_data_prep_and_writes_no_partial_artifact(workdi
 
     monkeypatch.undo()
     rerun = run(workdir)
-    assert states(rerun) == expect("Cached", "Completed", "Completed", "Completed", "Completed")
+    assert states(rerun) == expect("Cached", "Completed", "Completed", "Completed", "Completed", "Completed")
 
 
 def test_a_deleted_artifact_is_rebuilt_even_though_prefect_cached_it(workdir):
@@ -96,7 +99,7 @@ def test_a_deleted_artifact_is_rebuilt_even_though_prefect_cached_it(workdir):
     first = run(workdir)
     shutil.rmtree(first["stages"]["generate_teacher"]["uri"])
     again = run(workdir)
-    assert states(again) == expect("Cached", "Completed", "Cached", "Cached", "Cached")
+    assert states(again) == expect("Cached", "Completed", "Cached", "Cached", "Cached", "Cached")
     assert (ArtifactStore(workdir / "artifacts").manifest("generate_teacher", again["stages"]["generate_teacher"]["key"])) is not None
 
 
