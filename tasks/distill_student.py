@@ -53,7 +53,12 @@ def distill_student(teacher: ModelConfig, generation: GenerationConfig, distill:
         t = load_model(teacher, run.model_cache)
         s = load_student(student, t, teacher, run.model_cache)
         log_step = lambda step, metrics: mlflow.log_metrics({f"train/{k}": v for k, v in metrics.items()}, step=step)  # noqa: E731
-        result = distil(t, s, table, scrg_table, distill, generation, work / "checkpoints", on_log=log_step)
+        # init_student already generated the starting student's test answers (same model, prompts, settings)
+        before = None
+        if "eval" in student.outputs:
+            before = read_dataset(output_path(student, "eval"))["student_healed"].fillna("").tolist()
+        result = distil(t, s, table, scrg_table, distill, generation, work / "checkpoints", on_log=log_step,
+                        before=before)
 
         s.model.save_pretrained(tmp / "student")
         s.tokenizer.save_pretrained(tmp / "student")

@@ -137,7 +137,10 @@ def heal_student(teacher, student, responses: pd.DataFrame, generation: Generati
 
 def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None, cfg: DistillConfig,
            generation: GenerationConfig, ckpt_dir: str | Path,
-           on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True) -> DistillRun:
+           on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True,
+           before: list[str] | None = None) -> DistillRun:
+    """`before`: the starting student's greedy test generations when already computed (init_student's
+    eval, same prompts and settings); they are generated here otherwise."""
     tok = teacher.tokenizer
     chunker = PhraseChunker(cfg.spans) if cfg.method == "mgsr" and cfg.w_span > 0 else None
     prompts, seqs, truncated, replaced = training_data(cfg.method, responses, scrg, tok, generation, cfg)
@@ -152,7 +155,8 @@ def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None,
 
     test = responses[responses["split"] == "test"].reset_index(drop=True)
     references = [r if _present(r) else t for r, t in zip(test["reference"], test["response"], strict=True)]
-    before = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
+    if before is None or len(before) != len(test):
+        before = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
 
     objective = Objective(cfg).to(student.model.device)
     _fp32_master(student.model)
@@ -167,7 +171,12 @@ def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None,
     result = trainer.train()
 
     after = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
-    teacher_out = greedy_outputs(teacher.model, tok, test, cfg, generation) if len(test) else []
+    # The teacher's greedy answers to the test prompts already exist when stage 2 generated them with
+    # the same settings (greedy, same length): greedy decoding is batch-invariant, so reuse them.
+    if not generation.do_sample and generation.max_new_tokens == cfg.eval_max_new_tokens and "test" in generation.splits:
+        teacher_out = test["response"].fillna("").tolist()
+    else:
+        teacher_out = greedy_outputs(teacher.model, tok, test, cfg, generation) if len(test) else []
     samples = test[["id", "instruction"]].assign(
         reference=references, teacher=teacher_out, student_before=before, student_after=after,
         rougeL_teacher=rouge_l(teacher_out, references), rougeL_before=rouge_l(before, references),

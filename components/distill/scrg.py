@@ -28,7 +28,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from components.generation.batched import _eos_ids
 from semflow.config import ScrgConfig
+
+
+def _eos(model, tokenizer) -> set[int]:
+    ids = _eos_ids(model, tokenizer)
+    if not ids:
+        raise ValueError("the model has no EOS token: set generation_config.eos_token_id")
+    return ids
 
 
 @dataclass
@@ -210,16 +218,6 @@ def scrg_correct(
             revised[i] = seqs[k]
     bar.close()
     return ScrgResult(revised=revised, positions=positions, divergences=divergences, regenerated=regenerated)
-
-
-def _eos(model, tokenizer) -> set[int]:
-    ids = model.generation_config.eos_token_id
-    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    if not ids:
-        raise ValueError("the student has no EOS token: set generation_config.eos_token_id")
-    return ids
 
 
 @torch.inference_mode()
