@@ -38,6 +38,8 @@ test-slow: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_generation.py
+	$(BIN)/python bench/bench_distill.py
+	$(BIN)/python bench/bench_cade.py --rounds 1
 
 clean:
 	rm -rf .semflow .pytest_cache
