@@ -62,7 +62,7 @@ def distill_student(teacher: ModelConfig, generation: GenerationConfig, distill:
 
         s.model.save_pretrained(tmp / "student")
         s.tokenizer.save_pretrained(tmp / "student")
-        if result.objective is not None and any(True for _ in result.objective.parameters()):
+        if result.objective is not None and result.objective.band is not None:  # MGSR: f_sub
             save_model(result.objective, str(tmp / "f_sub.safetensors"))
         history = pd.DataFrame(result.train.history)
         h_info = write_dataset(history, tmp / "history.parquet")

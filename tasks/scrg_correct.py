@@ -37,8 +37,7 @@ def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgC
     import numpy as np
 
     from components.data import read_dataset, write_dataset
-    from components.distill import DistillDataError, ScrgResult, sample_responses, tokenize_prompts
-    from components.distill import scrg_correct as correct
+    from components.distill import DistillDataError, revise_mixed, tokenize_prompts
     from components.distill.data import response_ids
     from components.generation import format_prompts
     from components.models import load_model
@@ -55,24 +54,10 @@ def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgC
         prompts, truncated = tokenize_prompts(tok, rendered, generation.max_prompt_tokens, on_long_prompt,
                                               ids=table["id"].tolist())
 
-        # Which rows start from a student sample: a seeded choice of round(on_policy * n) rows.
         n = len(table)
-        on_policy = np.zeros(n, dtype=bool)
-        on_policy[np.random.default_rng(scrg.seed).permutation(n)[: round(scrg.on_policy * n)]] = True
-        sequences = response_ids(tok, table["response"].tolist(), table["finished"].tolist())
-        rows = np.flatnonzero(on_policy).tolist()
-        sampled = sample_responses(s.model, tok, [prompts[i] for i in rows], scrg, progress=True)
-        for i, ids in zip(rows, sampled, strict=True):
-            sequences[i] = ids
-        # Off-policy rows are the teacher's own text: by default they pass through unrevised (the
-        # correction would hand the rest of a teacher response to the student to rewrite).
-        todo = list(range(n)) if scrg.correct_off_policy else rows
-        part = correct(t.model, s.model, tok, [prompts[i] for i in todo], [sequences[i] for i in todo], scrg)
-        result = ScrgResult(revised=[list(x) for x in sequences], positions=[[] for _ in range(n)],
-                            divergences=[[] for _ in range(n)], regenerated=[0] * n)
-        for k, i in enumerate(todo):
-            result.revised[i], result.positions[i] = part.revised[k], part.positions[k]
-            result.divergences[i], result.regenerated[i] = part.divergences[k], part.regenerated[k]
+        teacher_ids = response_ids(tok, table["response"].tolist(), table["finished"].tolist())
+        on_policy, sequences, result = revise_mixed(t.model, s.model, tok, prompts, teacher_ids, scrg)
+        n_scored = max(n if scrg.correct_off_policy else sum(on_policy), 1)
 
         decode = lambda ids: tok.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
         first_j = [p[0] if p else -1 for p in result.positions]
@@ -93,10 +78,9 @@ def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgC
         )
         info = write_dataset(out, tmp / "scrg.parquet")
         corrected = [k for k in range(n) if result.positions[k]]
-        n_scored = max(len(todo), 1)
         metrics = {
             "sequences": float(n),
-            "on_policy_share": float(on_policy.mean()),
+            "on_policy_share": sum(on_policy) / n,
             "corrected_share": len(corrected) / n_scored,  # of the sequences SCRG scored
             "corrections_total": float(sum(len(p) for p in result.positions)),
             "mean_d_j": float(np.mean([result.divergences[k][0] for k in corrected])) if corrected else 0.0,

@@ -16,12 +16,19 @@ Usage::
 from components.distill.data import BuildReport, DistillDataError, Example, build_examples, collate, tokenize_prompts
 from components.distill.evaluate import rouge_l
 from components.distill.objective import Objective, distill_loss, student_loss_fn
-from components.distill.scrg import ScrgResult, sample_responses, scrg_correct, select_correction, token_divergence
+from components.distill.scrg import (
+    ScrgResult,
+    revise_mixed,
+    sample_responses,
+    scrg_correct,
+    select_correction,
+    token_divergence,
+)
 from components.distill.spans import PhraseChunker, pair_starts
 from components.distill.trainer import Trainer, TrainResult
 
 __all__ = [
     "BuildReport", "DistillDataError", "Example", "Objective", "PhraseChunker", "ScrgResult", "TrainResult",
     "Trainer", "build_examples", "collate", "distill_loss", "pair_starts", "rouge_l", "sample_responses",
-    "scrg_correct", "select_correction", "student_loss_fn", "token_divergence", "tokenize_prompts",
+    "revise_mixed", "scrg_correct", "select_correction", "student_loss_fn", "token_divergence", "tokenize_prompts",
 ]

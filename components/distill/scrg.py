@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -245,3 +246,31 @@ def sample_responses(
             stop = next((t for t, tok in enumerate(tokens) if tok in eos), None)
             out[i] = tokens if stop is None else tokens[: stop + 1]
     return out
+
+
+def revise_mixed(
+    teacher, student, tokenizer, prompts: list[list[int]], teacher_sequences: list[list[int]], cfg: ScrgConfig,
+    progress: bool = True,
+) -> tuple[list[bool], list[list[int]], ScrgResult]:
+    """SCRG over a DistiLLM/GKD-style mix: a seeded choice of round(on_policy * n) rows start from a
+    student sample, the rest from the teacher's response. Teacher rows pass through unrevised unless
+    `cfg.correct_off_policy` (a correction would hand the rest of a teacher response to the student).
+
+    Returns (on-policy mask, the sequences before correction, the ScrgResult over all rows)."""
+    n = len(prompts)
+    on_policy = np.zeros(n, dtype=bool)
+    on_policy[np.random.default_rng(cfg.seed).permutation(n)[: round(cfg.on_policy * n)]] = True
+    sequences = [list(x) for x in teacher_sequences]
+    rows = np.flatnonzero(on_policy).tolist()
+    for i, ids in zip(rows, sample_responses(student, tokenizer, [prompts[i] for i in rows], cfg, progress=progress),
+                      strict=True):
+        sequences[i] = ids
+    todo = list(range(n)) if cfg.correct_off_policy else rows
+    part = scrg_correct(teacher, student, tokenizer, [prompts[i] for i in todo], [sequences[i] for i in todo], cfg,
+                        progress=progress)
+    result = ScrgResult(revised=[list(x) for x in sequences], positions=[[] for _ in range(n)],
+                        divergences=[[] for _ in range(n)], regenerated=[0] * n)
+    for k, i in enumerate(todo):
+        result.revised[i], result.positions[i] = part.revised[k], part.positions[k]
+        result.divergences[i], result.regenerated[i] = part.divergences[k], part.regenerated[k]
+    return on_policy.tolist(), sequences, result
