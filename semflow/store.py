@@ -64,7 +64,7 @@ class ArtifactStore:
 
     def work_dir(self, stage: str, key: str) -> Path:
         """Scratch space that outlives a failed run of this artifact (training checkpoints), hidden
-        beside the artifact; the stage removes it once the artifact is complete."""
+        beside the artifact; run_stage removes it once the artifact is complete."""
         return self.root / stage / f".{key}.work"
 
     def manifest(self, stage: str, key: str) -> StageManifest | None:

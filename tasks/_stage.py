@@ -9,6 +9,7 @@ and otherwise runs the body inside an MLflow child run and moves the finished di
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ def run_stage(stage: str, key: str, ctx: RunContext, params: dict[str, Any], bod
             mlflow.log_table(frame.head(ctx.preview_rows), artifact_file=f"preview/{name}.json")
         mlflow.log_artifact(str(Path(manifest.uri) / "manifest.json"))
         mlflow.set_tag("semflow.artifact_uri", manifest.uri)
+    # The artifact is complete: scratch that only served to resume it (training checkpoints) goes.
+    shutil.rmtree(store.work_dir(stage, key), ignore_errors=True)
     return manifest
 
 

@@ -5,7 +5,6 @@ register the student in MLflow. Training checkpoints live beside the artifact
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -85,9 +84,7 @@ def distill_student(teacher: ModelConfig, generation: GenerationConfig, distill:
 
     params = {"teacher": teacher, "distill": distill, "upstream.responses": responses.output("responses").digest,
               "upstream.student": student.output("student").digest}
-    manifest = run_stage(STAGE, key, run, params, body)
-    shutil.rmtree(work, ignore_errors=True)  # the artifact is complete: checkpoints are no longer needed
-    return manifest
+    return run_stage(STAGE, key, run, params, body)
 
 
 def _register(run_id: str, method: str, metrics: dict[str, float]) -> int:

@@ -4,7 +4,6 @@ responses (`student.warmup`; null skips it). Checkpoints resume like distillatio
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import mlflow
@@ -62,6 +61,4 @@ def init_student(teacher: ModelConfig, student: StudentConfig, generation: Gener
         return outputs, metrics, previews
 
     params = {"teacher": teacher, "student": student, "upstream.responses": responses.output("responses").digest}
-    manifest = run_stage(STAGE, key, run, params, body)
-    shutil.rmtree(work, ignore_errors=True)
-    return manifest
+    return run_stage(STAGE, key, run, params, body)
