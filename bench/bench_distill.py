@@ -34,19 +34,10 @@ VARIANTS = ["sft", "floor", "naive_fkl", "chunked_fkl", "mgsr"]
 
 
 def build(args):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from bench._shapes import llama
 
-    dtype = getattr(torch, args.dtype)
-
-    def make(layers, seed):
-        torch.manual_seed(seed)
-        cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=layers,
-                          num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                          tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-        return LlamaForCausalLM(cfg).to(device=args.device, dtype=dtype)
-
-    return make(args.teacher_layers, 0).eval(), make(args.student_layers, 1)
+    teacher = llama(args.teacher_shape, args.teacher_layers, 0, args.device, args.dtype).eval()
+    return teacher, llama(args.student_shape, args.student_layers, 1, args.device, args.dtype)
 
 
 def rss_mb() -> float:
@@ -123,16 +114,27 @@ def run_scrg(args) -> dict:
     teacher, student = build(args)
     tok = byte_tokenizer()  # ids only matter for padding/EOS; the models' vocab covers them
     g = torch.Generator().manual_seed(1)
-    prompts = [torch.randint(3, 49152, (args.scrg_prompt,), generator=g).tolist() for _ in range(args.batch)]
-    cfg = ScrgConfig(max_new_tokens=args.scrg_new, batch_size=args.batch, seed=0)
-    student.generation_config.eos_token_id = 2
-    t0 = time.perf_counter()
-    samples = sample_responses(student, tok, prompts, cfg)
-    sample_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scrg_correct(teacher, student, tok, prompts, samples, cfg, progress=False)
-    scrg_s = time.perf_counter() - t0
-    return {"sample_seconds": sample_s, "scrg_seconds": scrg_s, "ratio": scrg_s / sample_s}
+    batch = args.scrg_batch or args.batch
+    prompts = [torch.randint(3, 49152, (args.scrg_prompt,), generator=g).tolist() for _ in range(batch)]
+    cfg = ScrgConfig(max_new_tokens=args.scrg_new, batch_size=batch, seed=0)  # engine auto: static on CUDA
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def timed(fn):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        return out, time.perf_counter() - t0
+
+    plain_cfg = cfg.model_copy(update={"engine": "plain"})
+    sample_responses(student, tok, prompts[:2], cfg.model_copy(update={"max_new_tokens": 4}))  # warm-up
+    sample_responses(student, tok, prompts[:2], plain_cfg.model_copy(update={"max_new_tokens": 4}))
+    samples, sample_s = timed(lambda: sample_responses(student, tok, prompts, cfg))
+    _, plain_s = timed(lambda: sample_responses(student, tok, prompts, plain_cfg))
+    result, scrg_s = timed(lambda: scrg_correct(teacher, student, tok, prompts, samples, cfg, progress=False))
+    return {"sample_seconds": sample_s, "plain_sample_seconds": plain_s, "scrg_seconds": scrg_s,
+            "ratio": scrg_s / sample_s, "corrected": sum(bool(p) for p in result.positions),
+            "regenerated_tokens": sum(result.regenerated), "sampled_tokens": sum(len(x) for x in samples)}
 
 
 def main() -> None:
@@ -141,10 +143,13 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--teacher-layers", type=int, default=30)
-    parser.add_argument("--student-layers", type=int, default=15)
+    parser.add_argument("--teacher-shape", default="135m", choices=["135m", "360m", "1.7b"])
+    parser.add_argument("--student-shape", default="135m", choices=["135m", "360m", "1.7b"])
+    parser.add_argument("--teacher-layers", type=int, default=None, help="default: the shape's")
+    parser.add_argument("--student-layers", type=int, default=15, help="0: the shape's")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--scrg-batch", type=int, default=0, help="SCRG batch (default: --batch)")
     parser.add_argument("--scrg-prompt", type=int, default=64)
     parser.add_argument("--scrg-new", type=int, default=64)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
@@ -167,15 +172,17 @@ def main() -> None:
     naive = results["naive_fkl"]
     floor = results["floor"]["seconds"]
     print(f"\nB{args.batch} x T{args.seq}, chunk {args.chunk}, {args.device} {args.dtype}, "
-          f"teacher {args.teacher_layers} layers -> student {args.student_layers}")
+          f"teacher {args.teacher_shape} ({args.teacher_layers or 'all'} layers) -> "
+          f"student {args.student_shape} ({args.student_layers or 'all'} layers)")
     print(f"{'variant':12s} {'step s':>8s} {'peak MB':>9s} {'x naive FKL':>12s} {'x floor':>8s}")
     for v in VARIANTS:
         r = results[v]
         print(f"{v:12s} {r['seconds']:8.3f} {r['peak_mb']:9.0f} {r['seconds'] / naive['seconds']:12.2f} "
               f"{r['seconds'] / floor:8.2f}")
     s = results["scrg"]
-    print(f"SCRG: sample {s['sample_seconds']:.2f}s, score+correct+regenerate {s['scrg_seconds']:.2f}s, "
-          f"ratio {s['ratio']:.2f}x (target <= 1.5x)")
+    print(f"SCRG: sample {s['sample_seconds']:.2f}s (plain generate {s['plain_sample_seconds']:.2f}s), "
+          f"score+correct+regenerate {s['scrg_seconds']:.2f}s, ratio {s['ratio']:.2f}x (target <= 1.5x); "
+          f"{s['corrected']} rows corrected, {s['regenerated_tokens']} of {s['sampled_tokens']} tokens regenerated")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args), "results": results}, indent=2, default=str))
 

@@ -202,6 +202,10 @@ class GenerationConfig(Section):
     max_prompt_tokens: int = Field(512, gt=0, description="longer prompts keep their last tokens")
     system_prompt: str | None = None
     splits: list[Literal["train", "val", "test"]] = ["train", "val", "test"]
+    engine: Literal["auto", "plain", "static"] = Field(
+        "auto", description="decoding path: plain model.generate, or a static KV cache with CUDA graphs "
+        "(static); auto: static on CUDA when the model supports it, plain on CPU",
+    )
 
 
 # ------------------------------------------------------------------------------------- distillation
@@ -229,6 +233,10 @@ class ScrgConfig(Section):
     top_k: int = Field(0, ge=0)
     batch_size: int = Field(8, gt=0)
     seed: int = 0
+    engine: Literal["auto", "plain", "static"] = Field(
+        "auto", description="sampling and regeneration path: plain model.generate, or a static KV cache with CUDA graphs "
+        "(static); auto: static on CUDA when the model supports it, plain on CPU",
+    )
 
 
 class DistillConfig(Section):

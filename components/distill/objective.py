@@ -70,16 +70,20 @@ class Objective(nn.Module):
         pair_start: torch.Tensor,
         n_tokens: int,
         n_pairs: int,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss over these rows, normalised by the global counts so that chunk losses add up.
 
         labels [n] (IGNORE on rows that only serve as the right neighbour of a span pair),
-        pair_start [n] bool. Returns (loss, stats) where stats hold sums to divide by n_tokens.
+        pair_start [n] bool. Returns (loss, stats): detached 0-dim tensors, already divided by the
+        global counts, that add up over chunks.
         """
-        cfg, rows = self.cfg, labels != IGNORE
-        stats: dict[str, float] = {}
-        sft = sft_loss(s_logits[rows], labels[rows]).sum() / n_tokens
-        stats["loss_sft"] = float(sft.detach())
+        # Rows are weighted by a 0/1 mask rather than selected: boolean indexing would copy the [n, V]
+        # logits and wait for the GPU (nonzero) several times per chunk.
+        cfg = self.cfg
+        rows = (labels != IGNORE).float()
+        stats: dict[str, torch.Tensor] = {}
+        sft = sft_loss(s_logits, labels).sum() / n_tokens
+        stats["loss_sft"] = sft.detach()
         if cfg.method in SFT_ONLY:
             return sft, stats
         assert t_logits is not None
@@ -88,21 +92,28 @@ class Objective(nn.Module):
             kwargs = {"beta": cfg.jsd_beta} if cfg.method in ("jsd", "gkd") else {}
             if cfg.method.startswith("skew"):
                 kwargs = {"alpha": cfg.skew_alpha}
-            kd = div(t_logits[rows], s_logits[rows], tau=cfg.tau, **kwargs).sum() / n_tokens
-            stats[f"loss_{cfg.method}"] = float(kd.detach())
+            kd = (div(t_logits, s_logits, tau=cfg.tau, **kwargs) * rows).sum() / n_tokens
+            stats[f"loss_{cfg.method}"] = kd.detach()
             return kd + cfg.kd_sft_weight * sft, stats
 
-        target = labels[rows] if cfg.dac_target == "label" else t_logits[rows].argmax(-1)
-        dac, lower, upper = dac_kl(t_logits[rows], s_logits[rows], target, self.band, cfg.kappa, cfg.tau)
-        dac = dac.sum() / n_tokens
+        target = labels.clamp_min(0) if cfg.dac_target == "label" else t_logits.argmax(-1)
+        dac, lower, upper = dac_kl(t_logits, s_logits, target, self.band, cfg.kappa, cfg.tau)
+        dac = (dac * rows).sum() / n_tokens
         span = span_correlation(t_logits, s_logits, pair_start, cfg.tau).sum() / max(n_pairs, 1)
         stats.update(
-            loss_dac=float(dac.detach()),
-            loss_span=float(span.detach()),
-            band_lower=float(lower.detach().sum()) / n_tokens,
-            band_upper=float(upper.detach().sum()) / n_tokens,
+            loss_dac=dac.detach(),
+            loss_span=span.detach(),
+            band_lower=(lower.detach() * rows).sum() / n_tokens,
+            band_upper=(upper.detach() * rows).sum() / n_tokens,
         )
         return cfg.w_sft * sft + cfg.w_dac * dac + cfg.w_span * span, stats
+
+
+def _floats(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Tensor stats to floats with one device synchronisation."""
+    if not stats:
+        return {}
+    return dict(zip(stats, torch.stack([v.float() for v in stats.values()]).tolist(), strict=True))
 
 
 def _logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -129,8 +140,9 @@ def distill_loss(
     if not chunk_size or chunk_size >= s_hidden.shape[0]:
         with torch.no_grad():
             t_logits = _logits(t_hidden, t_weight) if t_hidden is not None else None
-        return objective.terms(t_logits, _logits(s_hidden, s_weight), labels, pair_start, n_tokens, n_pairs)
-    stats: dict[str, float] = defaultdict(float)
+        loss, stats = objective.terms(t_logits, _logits(s_hidden, s_weight), labels, pair_start, n_tokens, n_pairs)
+        return loss, _floats(stats)
+    stats: dict[str, torch.Tensor] = defaultdict(float)
     if not torch.is_grad_enabled():  # evaluation: the same chunks, no gradients to keep
         total = s_hidden.new_zeros((), dtype=torch.float32)
         for a in range(0, s_hidden.shape[0], chunk_size):
@@ -139,13 +151,13 @@ def distill_loss(
             total += loss.float()
             for k, v in chunk_stats.items():
                 stats[k] += v
-        return total, dict(stats)
+        return total, _floats(stats)
     params = [p for p in objective.parameters() if p.requires_grad]
     loss = _ChunkedLoss.apply(
         s_hidden, s_weight, t_hidden, t_weight, labels, pair_start, objective, chunk_size,
         (n_tokens, n_pairs), stats, *params,
     )
-    return loss, dict(stats)
+    return loss, _floats(stats)
 
 
 def _chunk_terms(s_hidden, s_weight, t_hidden, t_weight, labels, pair_start, objective, a, chunk_size,

@@ -1,4 +1,8 @@
-"""Left-padded batched `model.generate` with the tokenizer's chat template, greedy or sampled.
+"""Left-padded batched generation with the tokenizer's chat template, greedy or sampled.
+
+Two engines compute the same function: `plain` calls `model.generate`; `static` runs the decode loop
+of components.generation.static (static KV cache, one CUDA graph per step on GPU). `auto` (the
+default) takes the static one on CUDA and the plain one on CPU.
 
 Prompts are sorted by length before batching so each batch pads little, and results come back in the
 caller's order. Each batch draws its random numbers from `seed + batch index`, so the same prompts and
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from components.generation.static import Sampling, StaticDecoder, static_length, supports_static
 from semflow.config import GenerationConfig
 
 
@@ -59,7 +64,85 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+def resolve_engine(model, engine: str) -> str:
+    """`auto` takes the static path on CUDA when the model supports it and the plain one otherwise."""
+    if engine == "plain":
+        return "plain"
+    reason = supports_static(model)
+    if engine == "static":
+        if reason:
+            raise ValueError(f"generation.engine=static cannot run this model: {reason}")
+        return "static"
+    if engine != "auto":
+        raise ValueError(f"engine must be auto, plain or static, got {engine!r}")
+    return "static" if model.device.type == "cuda" and reason is None else "plain"
+
+
 @torch.inference_mode()
+def decode_batches(
+    model, prompts: list[list[int]], *, max_new_tokens: int, sampling: Sampling, eos: list[int], pad_id: int,
+    batch_size: int, seed: int, engine: str = "auto", progress: bool = False, desc: str = "generate",
+) -> list[list[int]]:
+    """One continuation per prompt (token ids; EOS kept when the row ended with it), in the caller's order.
+
+    Prompts are sorted by length (longest first) so each batch pads little; batch k draws its random
+    numbers from `seed + k`. `engine` picks `model.generate` (plain) or the static-cache decode loop
+    (static; CUDA graphs on GPU); greedy decoding gives the same tokens on both."""
+    engine = resolve_engine(model, engine)
+    out: list[list[int]] = [[] for _ in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    decoder: StaticDecoder | None = None
+    generated, start = 0, time.perf_counter()
+    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress)
+    for k, batch in enumerate(batches):
+        rows = [prompts[i] for i in batch]
+        torch.manual_seed(seed + k)
+        if engine == "static":
+            max_len = static_length(max(len(r) for r in rows), max_new_tokens)
+            if decoder is None or decoder.max_len != max_len:
+                decoder = None  # free the previous cache before allocating the next
+                decoder = StaticDecoder(model, min(batch_size, len(prompts)), max_len, sampling, eos, pad_id)
+            continuations = decoder.generate(rows, max_new_tokens)
+        else:
+            continuations = _plain(model, rows, max_new_tokens, sampling, eos, pad_id)
+        for i, tokens in zip(batch, continuations, strict=True):
+            out[i] = tokens
+            generated += len(tokens)
+        bar.update(len(batch))
+        bar.set_postfix(tok_s=f"{generated / (time.perf_counter() - start):.1f}")
+    bar.close()
+    return out
+
+
+def _plain(model, rows: list[list[int]], max_new_tokens: int, sampling: Sampling, eos: list[int],
+           pad_id: int) -> list[list[int]]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, r in enumerate(rows):
+        ids[b, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[b, width - len(r) :] = 1
+    kwargs = {}
+    if sampling.do_sample:
+        kwargs = dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+    generated = model.generate(
+        input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+        do_sample=sampling.do_sample, pad_token_id=pad_id, eos_token_id=eos, **kwargs,
+    )
+    eos_set = set(eos)
+    result = []
+    for tokens in generated[:, width:].tolist():
+        stop = next((k for k, t in enumerate(tokens) if t in eos_set), None)
+        result.append(tokens if stop is None else tokens[: stop + 1])
+    return result
+
+
+def sampling_of(cfg) -> Sampling:
+    """The sampling settings of a GenerationConfig or ScrgConfig."""
+    return Sampling(do_sample=cfg.do_sample, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+
+
 def generate(
     model, tokenizer, prompts: list[str], cfg: GenerationConfig, progress: bool = True
 ) -> GenerationOutput:
@@ -73,43 +156,20 @@ def generate(
         raise ValueError("the model has no EOS token: set generation_config.eos_token_id")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
 
-    sample_kwargs = {}
-    if cfg.do_sample:
-        sample_kwargs = dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
-
-    n = len(prompts)
-    texts, new_tokens, finished = [""] * n, [0] * n, [False] * n
-    token_ids: list[list[int]] = [[] for _ in range(n)]
-    order = sorted(range(n), key=lambda i: -len(encoded[i]))
-    batches = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-    generated = 0
-    bar = tqdm(total=n, desc="generate", unit="prompt", disable=not progress)
     start = time.perf_counter()
-    for b, batch in enumerate(batches):
-        padded = tokenizer.pad(
-            {"input_ids": [encoded[i] for i in batch]}, padding=True, padding_side="left",
-            return_tensors="pt",
-        ).to(model.device)
-        torch.manual_seed(cfg.seed + b)
-        out = model.generate(
-            **padded,
-            max_new_tokens=cfg.max_new_tokens,
-            do_sample=cfg.do_sample,
-            pad_token_id=pad_id,
-            eos_token_id=sorted(eos),
-            **sample_kwargs,
-        )
-        continuation = out[:, padded["input_ids"].shape[1] :].tolist()
-        for i, tokens in zip(batch, continuation, strict=True):
-            stop = next((k for k, t in enumerate(tokens) if t in eos), None)
-            kept = tokens if stop is None else tokens[:stop]
-            token_ids[i] = kept
-            texts[i] = tokenizer.decode(kept, skip_special_tokens=True).strip()
-            new_tokens[i], finished[i] = len(kept), stop is not None
-            generated += len(kept)
-        bar.update(len(batch))
-        bar.set_postfix(tok_s=f"{generated / (time.perf_counter() - start):.1f}")
-    bar.close()
+    continuations = decode_batches(
+        model, encoded, max_new_tokens=cfg.max_new_tokens, sampling=sampling_of(cfg), eos=sorted(eos),
+        pad_id=pad_id, batch_size=cfg.batch_size, seed=cfg.seed, engine=cfg.engine, progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    token_ids, texts, new_tokens, finished = [], [], [], []
+    for tokens in continuations:
+        ended = bool(tokens) and tokens[-1] in eos
+        kept = tokens[:-1] if ended else tokens
+        token_ids.append(kept)
+        texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+        new_tokens.append(len(kept))
+        finished.append(ended)
     return GenerationOutput(
         texts=texts,
         token_ids=token_ids,
@@ -117,5 +177,5 @@ def generate(
         new_tokens=new_tokens,
         finished=finished,
         truncated=truncated,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
     )

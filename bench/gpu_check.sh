@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU check of issue 7, one script, no network: the GPU tests, then the generation and training
+# benchmarks on the issue's shapes; prints one table last and writes JSON and logs under $OUT.
+#
+#   bash bench/gpu_check.sh            # on the device machine (the `device` tool), from the repo root
+#
+# The device image has torch, transformers (another version than ours) and triton, but no pydantic:
+# carry wheels in .whl/ (ignored by git), downloaded here with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl transformers==5.24.0 pydantic==2.14.4 pydantic-core==2.50.5 annotated-types typing-inspection \
+#     typing-extensions==4.16.0
+# and name .whl in the tool's `carry`. Each part has its own time limit, so one failing part still
+# leaves the others' figures.
+set -u
+OUT=${OUT:-/tmp/semflow-gpu-check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+  | tee -a "$OUT/gpu.txt"
+
+echo "== GPU tests"
+timeout 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/components/test_generation_static.py \
+  2>&1 | tail -n 15 | tee "$OUT/pytest.txt"
+
+echo "== generation: static-cache + CUDA graphs vs plain generate (B64, 128 + 256 tokens, sampling)"
+timeout 240 python3 bench/bench_fast_generation.py --device cuda --dtype bfloat16 --json "$OUT/generation.json" \
+  > "$OUT/generation.txt" 2>&1
+tail -n 25 "$OUT/generation.txt"
+
+echo "== training step (360M -> 135M, B16 x T1024) and SCRG (B64, 128 + 256)"
+timeout 240 python3 bench/bench_distill.py --batch 16 --seq 1024 --chunk 2048 --steps 5 --device cuda \
+  --dtype bfloat16 --teacher-shape 360m --student-shape 135m --student-layers 0 \
+  --scrg-batch 64 --scrg-prompt 128 --scrg-new 256 --json "$OUT/distill.json" > "$OUT/distill.txt" 2>&1
+tail -n 25 "$OUT/distill.txt"
+
+echo
+echo "================ summary ================"
+cat "$OUT/gpu.txt"
+grep -E "passed|failed|error" "$OUT/pytest.txt" | tail -n 1
+sed -n '/^B64/,$p' "$OUT/generation.txt"
+sed -n '/^B16 x T1024/,$p' "$OUT/distill.txt"
