@@ -1,5 +1,6 @@
 """The semflow pipeline as one Prefect flow: data prep -> teacher generation -> student initialisation
--> SCRG -> distillation -> CADE alignment of the corpora and of the generated text.
+-> SCRG -> distillation -> CADE alignment of the corpora and of the generated text -> SE-DSI indexing
+of the documents (the distilled student as backbone; `sedsi.enabled: false` leaves it out).
 
 Run it::
 
@@ -29,6 +30,7 @@ from tasks.generate_teacher import generate_teacher
 from tasks.init_student import init_student
 from tasks.prepare_data import prepare_data
 from tasks.scrg_correct import scrg_correct
+from tasks.sedsi_index import sedsi_index
 
 
 @flow(name="semflow-pipeline")
@@ -50,6 +52,9 @@ def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | N
             distill_student, cfg.teacher, cfg.generation, cfg.distill, responses, initial, revised
         )
         stages.run(cade_align, cfg.cade, data, responses, student)
+        if cfg.sedsi.enabled:
+            backbone = student if cfg.sedsi.backbone is None else None
+            stages.run(sedsi_index, cfg.teacher, cfg.generation, cfg.sedsi, data, backbone)
     except BaseException:
         finish_parent(run, "FAILED", stages.tags())
         raise

@@ -56,21 +56,27 @@ def _experiment_id(client: MlflowClient, name: str, location: str) -> str:
 
 
 def start_parent(cfg: PipelineConfig, config_path: str, flow_run_id: str | None) -> RunContext:
-    uri = tracking_uri(cfg.runtime)
-    client = MlflowClient(uri)
-    location = mlflow_artifact_location(cfg.runtime) if uri.startswith("sqlite:") else None
-    experiment_id = _experiment_id(client, cfg.runtime.experiment, location)
+    ctx = run_context(cfg)
     tags = {"semflow.config": config_path, "semflow.preset": cfg.name}
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
-    parent = client.create_run(experiment_id, run_name=f"pipeline-{cfg.name}", tags=tags)
+    client = MlflowClient(ctx.tracking_uri)
+    parent = client.create_run(ctx.experiment_id, run_name=f"pipeline-{cfg.name}", tags=tags)
     params = flatten(cfg.model_dump(mode="json", exclude={"runtime"}))
     client.log_batch(parent.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in params.items()])
+    return ctx.model_copy(update={"parent_run_id": parent.info.run_id})
+
+
+def run_context(cfg: PipelineConfig) -> RunContext:
+    """Where a run's artifacts and MLflow runs go (the experiment is created on first use); no parent run:
+    a stage run under it is a top-level MLflow run (e.g. `semflow index add`)."""
+    uri = tracking_uri(cfg.runtime)
+    client = MlflowClient(uri)
+    location = mlflow_artifact_location(cfg.runtime) if uri.startswith("sqlite:") else None
     return RunContext(
         artifact_root=artifact_root(cfg.runtime),
         tracking_uri=uri,
-        experiment_id=experiment_id,
-        parent_run_id=parent.info.run_id,
+        experiment_id=_experiment_id(client, cfg.runtime.experiment, location),
         model_cache=cfg.runtime.model_cache,
         preview_rows=cfg.runtime.preview_rows,
     )

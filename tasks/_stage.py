@@ -91,6 +91,22 @@ def load_student(manifest: StageManifest, teacher_model, teacher_cfg, cache_root
 
     spec = teacher_cfg.model_copy(update={"spec": str(output_path(manifest, "student"))})
     student: LoadedModel = load_model(spec, cache_root)
-    student.name = f"init_student/{manifest.key}"
+    student.name = f"{manifest.stage}/{manifest.key}"
     check_shared_vocab(teacher_model.tokenizer, student.tokenizer, teacher_model.name, student.name)
     return student
+
+
+def register_model(name: str, description: str, run_id: str, artifact: str, tags: dict[str, str]) -> int:
+    """A new version of the registered model `name` (created on first use), its source the run's artifact
+    folder `artifact`; returns the version number."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as err:
+        if "already exists" not in str(err).lower():  # a concurrent run created it first: fine
+            raise
+    version = client.create_model_version(name, source=f"runs:/{run_id}/{artifact}", run_id=run_id, tags=tags)
+    return int(version.version)

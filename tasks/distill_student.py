@@ -14,7 +14,7 @@ from semflow.caching import stage_key
 from semflow.config import DistillConfig, GenerationConfig, ModelConfig
 from semflow.runtime import RunContext
 from semflow.store import ArtifactStore, OutputRef, StageManifest
-from tasks._stage import digest_dir, load_student, output_path, prefect_cache_key, run_stage
+from tasks._stage import digest_dir, load_student, output_path, prefect_cache_key, register_model, run_stage
 
 STAGE = "distill_student"
 MODULES = ("components.distill", "components.generation", "components.models", "tasks.distill_student", "tasks._stage")
@@ -73,7 +73,9 @@ def distill_student(teacher: ModelConfig, generation: GenerationConfig, distill:
         mlflow.set_tags({"semflow.method": distill.method, "semflow.span_chunker": result.chunker,
                          "semflow.student": s.name})
         mlflow.log_artifacts(str(tmp / "student"), "student")
-        version = _register(mlflow.active_run().info.run_id, distill.method, metrics)
+        tags = {"method": distill.method, **{k: f"{v:.4f}" for k, v in metrics.items() if k.startswith("rougeL")}}
+        version = register_model(REGISTERED_MODEL, "Students distilled by semflow", mlflow.active_run().info.run_id,
+                                 "student", tags)
         metrics["registered_version"] = float(version)
         outputs = {
             "student": OutputRef(path="student", digest=weights),
@@ -85,19 +87,3 @@ def distill_student(teacher: ModelConfig, generation: GenerationConfig, distill:
     params = {"teacher": teacher, "distill": distill, "upstream.responses": responses.output("responses").digest,
               "upstream.student": student.output("student").digest}
     return run_stage(STAGE, key, run, params, body)
-
-
-def _register(run_id: str, method: str, metrics: dict[str, float]) -> int:
-    """A new version of the registered model `semflow-student`, its source the run's student folder."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
-    try:
-        client.create_registered_model(REGISTERED_MODEL, description="Students distilled by semflow")
-    except MlflowException as err:
-        if "already exists" not in str(err).lower():
-            raise
-    tags = {"method": method, **{k: f"{v:.4f}" for k, v in metrics.items() if k.startswith("rougeL")}}
-    version = client.create_model_version(REGISTERED_MODEL, source=f"runs:/{run_id}/student", run_id=run_id, tags=tags)
-    return int(version.version)

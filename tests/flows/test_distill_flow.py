@@ -66,7 +66,8 @@ def test_a_failure_mid_training_resumes_from_the_checkpoint_with_identical_weigh
     resumed = run(workdir)
     states = {k: v["state"] for k, v in resumed["stages"].items()}
     assert states == {"prepare_data": "Cached", "generate_teacher": "Cached", "init_student": "Cached",
-                      "scrg_correct": "Cached", "distill_student": "Completed", "cade_align": "Completed"}
+                      "scrg_correct": "Cached", "distill_student": "Completed", "cade_align": "Completed",
+                      "sedsi_index": "Completed"}
     assert resumed["stages"]["distill_student"]["metrics"]["resumed_from_step"] == 2
 
     straight = run(tmp_path / "straight")

@@ -23,7 +23,8 @@ def states(result):
     return {stage: info["state"] for stage, info in result["stages"].items()}
 
 
-STAGES = ["prepare_data", "generate_teacher", "init_student", "scrg_correct", "distill_student", "cade_align"]
+STAGES = ["prepare_data", "generate_teacher", "init_student", "scrg_correct", "distill_student", "cade_align",
+          "sedsi_index"]
 
 
 def expect(*states_in_order):
@@ -32,36 +33,42 @@ def expect(*states_in_order):
 
 def test_rerun_is_cached_and_a_changed_setting_reruns_only_downstream(workdir):
     first = run(workdir)
-    assert states(first) == expect("Completed", "Completed", "Completed", "Completed", "Completed", "Completed")
+    assert states(first) == expect(*["Completed"] * 7)
 
     second = run(workdir)
-    assert states(second) == expect("Cached", "Cached", "Cached", "Cached", "Cached", "Cached")
+    assert states(second) == expect(*["Cached"] * 7)
     assert second["stages"] == {k: {**v, "state": "Cached"} for k, v in first["stages"].items()}
 
     changed = run(workdir, "generation.max_new_tokens=3")
-    assert states(changed) == expect("Cached", "Completed", "Completed", "Completed", "Completed", "Completed")
+    assert states(changed) == expect("Cached", *["Completed"] * 6)
     assert changed["stages"]["generate_teacher"]["key"] != first["stages"]["generate_teacher"]["key"]
     responses = pd.read_parquet(f"{changed['stages']['generate_teacher']['uri']}/responses.parquet")
     assert responses["response_tokens"].max() <= 3
 
     data_changed = run(workdir, "data.prompts.per_family=2")
-    assert states(data_changed) == expect("Completed", "Completed", "Completed", "Completed", "Completed", "Completed")
+    assert states(data_changed) == expect(*["Completed"] * 7)
 
     # A distillation setting reruns only distillation; a baseline method skips SCRG.
-    # CADE reruns exactly when the student's test generations (two of its slices) changed.
+    # CADE reruns exactly when the student's test generations (two of its slices) changed, SE-DSI
+    # exactly when the student's weights (its backbone) changed.
     # (first and these runs share data and teacher responses; the other runs above do not.)
-    def cade_state(result, *previous):
+    def downstream_state(result, output, *previous):
         store = ArtifactStore(workdir / "artifacts")
-        digest = lambda r: store.manifest("distill_student", r["stages"]["distill_student"]["key"]).outputs["eval"].digest  # noqa: E731
+        digest = lambda r: store.manifest("distill_student", r["stages"]["distill_student"]["key"]).outputs[output].digest  # noqa: E731
         return "Cached" if digest(result) in {digest(p) for p in previous} else "Completed"
 
     lr = run(workdir, "distill.train.lr=0.001")
-    assert states(lr) == expect("Cached", "Cached", "Cached", "Cached", "Completed", cade_state(lr, first))
+    assert states(lr) == expect("Cached", "Cached", "Cached", "Cached", "Completed", downstream_state(lr, "eval", first),
+                                downstream_state(lr, "student", first))
     sft = run(workdir, "distill.method=sft")
     assert states(sft) == {"prepare_data": "Cached", "generate_teacher": "Cached", "init_student": "Cached",
-                           "distill_student": "Completed", "cade_align": cade_state(sft, first, lr)}
-    cade_changed = run(workdir, "distill.method=sft", "cade.vector_size=8")
+                           "distill_student": "Completed", "cade_align": downstream_state(sft, "eval", first, lr),
+                           "sedsi_index": downstream_state(sft, "student", first, lr)}
+    cade_changed = run(workdir, "distill.method=sft", "cade.vector_size=8", "sedsi.num_beams=3")
     assert states(cade_changed)["cade_align"] == "Completed" and states(cade_changed)["distill_student"] == "Cached"
+    assert states(cade_changed)["sedsi_index"] == "Completed"
+    no_index = run(workdir, "sedsi.enabled=false")
+    assert "sedsi_index" not in states(no_index)
 
 
 def test_outputs_have_the_documented_schema(workdir):
@@ -96,7 +103,7 @@ def test_failed_generation_keeps_data_prep_and_writes_no_partial_artifact(workdi
 
     monkeypatch.undo()
     rerun = run(workdir)
-    assert states(rerun) == expect("Cached", "Completed", "Completed", "Completed", "Completed", "Completed")
+    assert states(rerun) == expect("Cached", *["Completed"] * 6)
 
 
 def test_a_deleted_artifact_is_rebuilt_even_though_prefect_cached_it(workdir):
@@ -105,7 +112,7 @@ def test_a_deleted_artifact_is_rebuilt_even_though_prefect_cached_it(workdir):
     first = run(workdir)
     shutil.rmtree(first["stages"]["generate_teacher"]["uri"])
     again = run(workdir)
-    assert states(again) == expect("Cached", "Completed", "Cached", "Cached", "Cached", "Cached")
+    assert states(again) == expect("Cached", "Completed", *["Cached"] * 5)
     assert (ArtifactStore(workdir / "artifacts").manifest("generate_teacher", again["stages"]["generate_teacher"]["key"])) is not None
 
 
