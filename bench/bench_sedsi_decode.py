@@ -17,6 +17,12 @@ baseline, and how many queries get the baseline's exact ranked ED list and its t
 paths use `--early-stopping` (default true, transformers' default); the trie engine is always the
 exact beam search (early_stopping="never"), so with true its lower ranks may legitimately differ.
 `--processor-micro` adds the cost of one processor call on a batch of beams at several trie depths.
+
+Measured (2026-11, 2 shared CPU cores, best of 3, queries/s trie / generate / dict fn): hidden 128 x 4
+layers: beam 10 26.8 / 14.5 / 11.0 (2.4x), beam 20 14.7 / 7.2 / 5.8 (2.5x); hidden 576 x 4: beam 10
+7.7 / 4.2 / 3.8 (2.0x), beam 20 4.6 / 2.0 / 1.8 (2.5x); identical rankings. The trie engine's time is
+then almost all the model's forward over the live beams, its lm_head and logsumexp over 49k tokens
+above all, which an exact search cannot skip.
 """
 
 from __future__ import annotations

@@ -335,7 +335,8 @@ def test_with_a_beam_per_ed_the_search_is_exhaustive(request, which):
         truth = sorted(((teacher_forced(model, tok, ids, ed), ed) for ed in trie.sequences()), reverse=True)
         assert [ed for _, ed in truth] == [ed for ed, _ in hits]
         assert [s for s, _ in truth] == pytest.approx([s for _, s in hits], abs=1e-4)
-        assert short == hits[:5]
+        assert [ed for ed, _ in short] == [ed for ed, _ in hits[:5]]
+        assert [s for _, s in short] == pytest.approx([s for _, s in hits[:5]], abs=1e-4)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -370,6 +371,8 @@ def test_trie_beam_search_on_its_own(causal):
     trie = IdTrie.build([[10, 11], [10, 12, 13], [20]], tok.eos_token_id)
     [hits] = trie_beam_search(model, [tok("hello")["input_ids"]], trie, num_beams=2, pad_id=tok.pad_token_id)
     assert len(hits) == 2 and all(trie.contains(ed) for ed, _ in hits)
+    [short] = trie_beam_search(model, [tok("hello")["input_ids"]], trie, num_beams=3, max_new_tokens=2)
+    assert [ed for ed, _ in short] == [[20, tok.eos_token_id]]  # the only ED of at most 2 tokens
     assert trie_beam_search(model, [], trie, num_beams=2) == []
     with pytest.raises(ValueError, match="at least one token"):
         trie_beam_search(model, [[]], trie, num_beams=2)
