@@ -40,6 +40,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_generation.py
 	$(BIN)/python bench/bench_distill.py
 	$(BIN)/python bench/bench_cade.py --rounds 1
+	$(BIN)/python bench/bench_sedsi_decode.py
+	$(BIN)/python bench/bench_sedsi_train.py
 
 clean:
 	rm -rf .semflow .pytest_cache

@@ -71,7 +71,6 @@ def build(teacher: ModelConfig, generation: GenerationConfig, sedsi: SedsiConfig
     from components.data import read_dataset, write_dataset
     from components.models import load_model
     from components.sedsi import BM25Index, RehearsalSettings, evaluate_run, generate_descriptions
-    from components.sedsi.descriptions import EdSettings
     from components.sedsi.index import SedsiIndex, as_qrels, heldout_table, train_index
     from components.sedsi.training import build_pairs, pair_counts
 
@@ -81,15 +80,8 @@ def build(teacher: ModelConfig, generation: GenerationConfig, sedsi: SedsiConfig
     doc_ids, texts = docs["doc_id"].astype(str).tolist(), docs["text"].tolist()
     titles = dict(zip(doc_ids, docs["title"].fillna("").astype(str), strict=True))
 
-    # 1. EDs from the teacher (the query generator), then the teacher leaves memory.
-    t = load_model(teacher, run.model_cache)
-    ed_cfg = sedsi.ed
-    settings = EdSettings(candidates=ed_cfg.candidates, top_k=ed_cfg.top_k, temperature=ed_cfg.temperature,
-                          max_tokens=ed_cfg.max_tokens, heldout=ed_cfg.heldout, max_doc_tokens=ed_cfg.max_doc_tokens,
-                          batch_size=ed_cfg.batch_size, seed=ed_cfg.seed, engine=generation.engine)
-    descriptions = generate_descriptions(t.model, t.tokenizer, doc_ids, texts, settings)
-
-    # 2. Labelled queries, if any: some may train (Query -> ED of each relevant document), the rest evaluate.
+    # 1. Labelled queries, if any, read first so that bad input fails before any model work: a share may
+    #    train (Query -> ED of each relevant document), the rest evaluate.
     labelled_eval, train_queries, query_skips = None, {}, {}
     if sedsi.queries is not None:
         from components.sedsi.queries import load_queries, split_queries
@@ -102,6 +94,10 @@ def build(teacher: ModelConfig, generation: GenerationConfig, sedsi: SedsiConfig
             for doc_id, grade in train_part.qrels[qid].items():
                 if grade >= 1:
                     train_queries.setdefault(doc_id, []).append(text)
+
+    # 2. EDs from the teacher (the query generator), then the teacher leaves memory.
+    t = load_model(teacher, run.model_cache)
+    descriptions = generate_descriptions(t.model, t.tokenizer, doc_ids, texts, ed_settings(sedsi, generation))
 
     # 3. Backbone: the distilled student (a fresh copy of its weights) or any configured model.
     if sedsi.backbone is None:
@@ -225,7 +221,6 @@ def add_to_index(teacher: ModelConfig, generation: GenerationConfig, sedsi: Seds
         from components.data import write_dataset
         from components.models import load_model
         from components.sedsi import RehearsalSettings, generate_descriptions
-        from components.sedsi.descriptions import EdSettings
         from components.sedsi.index import SedsiIndex, add_documents
 
         folder = output_path(parent, "index")
@@ -237,11 +232,7 @@ def add_to_index(teacher: ModelConfig, generation: GenerationConfig, sedsi: Seds
         texts = docs["text"].tolist()
         titles = dict(zip(doc_ids, docs["title"].fillna("").astype(str), strict=True))
         t = load_model(teacher, run.model_cache)
-        ed = sedsi.ed
-        descriptions = generate_descriptions(t.model, t.tokenizer, doc_ids, texts, EdSettings(
-            candidates=ed.candidates, top_k=ed.top_k, temperature=ed.temperature, max_tokens=ed.max_tokens,
-            heldout=ed.heldout, max_doc_tokens=ed.max_doc_tokens, batch_size=ed.batch_size, seed=ed.seed,
-            engine=generation.engine))
+        descriptions = generate_descriptions(t.model, t.tokenizer, doc_ids, texts, ed_settings(sedsi, generation))
         del t
         old_eval = (pd.read_parquet(folder / "eval_queries.parquet") if (folder / "eval_queries.parquet").is_file()
                     else pd.DataFrame(columns=["qid", "query", "doc_id"]))
@@ -270,6 +261,12 @@ def add_to_index(teacher: ModelConfig, generation: GenerationConfig, sedsi: Seds
 
     params = {"parent": parent.uri, "documents": docs_path, "sedsi": sedsi}
     return run_stage(ADD_STAGE, key, run, params, body)
+
+
+def ed_settings(sedsi: SedsiConfig, generation: GenerationConfig):
+    from components.sedsi import EdSettings
+
+    return EdSettings(**sedsi.ed.model_dump(), engine=generation.engine)
 
 
 def _device(model_cfg: ModelConfig) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel
 
 from components.models.spec import ModelSpecError, ResolvedSpec, resolve_spec
 from components.models.tiny import build_tiny_model
@@ -133,9 +133,10 @@ def load_model(cfg: ModelConfig, cache_root: str | Path | None = None) -> Loaded
         )
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=dtype, use_safetensors=True, **kwargs
-            )
+            # Encoder-decoders (T5-style) serve as SE-DSI backbones; every other role needs a causal LM.
+            config = AutoConfig.from_pretrained(source, **kwargs)
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+            model = auto.from_pretrained(source, dtype=dtype, use_safetensors=True, **kwargs)
         except OSError as err:
             where = "the local Hugging Face cache (offline)" if kwargs["local_files_only"] else "the hub"
             raise ModelError(f"model spec {cfg.spec!r}: cannot load from {where}: {err}") from None

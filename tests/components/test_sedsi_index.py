@@ -176,3 +176,36 @@ def test_heldout_table_spreads_a_capped_sample_over_documents():
     queries, qrels = as_qrels(table)
     assert all(qrels[q] == {d: 1} for q, d in zip(table["qid"], table["doc_id"], strict=True))
     assert set(queries.values()) <= {q for held in desc.heldout for q in held}
+
+
+def test_a_seq2seq_backbone_trains_searches_and_reloads(tmp_path):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from components.models.tiny import byte_tokenizer
+
+    tok = byte_tokenizer()
+    config = T5Config(vocab_size=len(tok), d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=2,
+                      decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(config)
+    eds = {"d1": "cat purr", "d2": "nile river", "d3": "etna lava", "d4": "bee honey"}
+    desc = _descriptions(eds)
+    index = SedsiIndex.create(model, tok, desc, {}, max_input_tokens=64)
+    assert index.encoder.is_encoder_decoder and index.encoder.separator == []
+    pairs = build_pairs(list(DOCS), list(DOCS.values()), desc, RehearsalSettings(style="leading"))
+    cfg = TrainerConfig(lr=3e-3, batch_size=8, max_steps=60, warmup_ratio=0.0, checkpoint_every=1000)
+    result = train_index(index, pairs, cfg, tmp_path / "ckpt", progress=False)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    sentences = {p.doc_id: p.text for p in pairs if p.kind == "sentence"}
+    hits = index.search(list(sentences.values()), k=4, num_beams=4)
+    assert all(h.ed in eds.values() for row in hits for h in row)
+    assert sum(row[0].doc_id == d for row, d in zip(hits, sentences, strict=True)) >= 2  # learnt, not chance
+    index.save(tmp_path / "t5")
+    assert SedsiIndex.load(tmp_path / "t5").search(list(sentences.values()), k=4, num_beams=4) == hits
+    # A saved seq2seq model is a valid `sedsi.backbone` spec.
+    from components.models import load_model
+    from semflow.config import ModelConfig
+
+    loaded = load_model(ModelConfig(spec=str(tmp_path / "t5" / "model"), device="cpu"))
+    assert loaded.model.config.is_encoder_decoder
