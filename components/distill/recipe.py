@@ -38,7 +38,7 @@ from components.distill.evaluate import rouge_l
 from components.distill.objective import Objective, student_loss_fn
 from components.distill.scrg import sample_responses
 from components.distill.spans import PhraseChunker
-from components.distill.trainer import Trainer, TrainResult
+from components.distill.trainer import Trainer, TrainResult, label_tokens
 from components.generation import format_prompts, generate
 from semflow.config import DistillConfig, GenerationConfig, ScrgConfig
 
@@ -116,7 +116,7 @@ def heal_student(teacher, student, responses: pd.DataFrame, generation: Generati
     _fp32_master(student.model)
     trainer = Trainer(student.model, student_loss_fn(student.model, None, objective, cfg.chunk_size), examples,
                       lambda ex: collate(ex, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id),
-                      warmup, ckpt_dir, on_log=on_log, progress=progress)
+                      warmup, ckpt_dir, on_log=on_log, progress=progress, loss_weight=label_tokens)
     result = trainer.train()
     after = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
     samples = test[["id", "instruction"]].assign(
@@ -166,7 +166,7 @@ def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None,
         lambda ex: collate(ex, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id),
         cfg.train, ckpt_dir, val_examples=val_examples, extra_modules={"objective": objective},
         param_groups=[{"params": list(objective.parameters()), "lr": cfg.band_lr}],
-        on_log=on_log, batch_hook=batch_hook, progress=progress,
+        on_log=on_log, batch_hook=batch_hook, progress=progress, loss_weight=label_tokens,
     )
     result = trainer.train()
 

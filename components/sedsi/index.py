@@ -161,6 +161,7 @@ class SedsiIndex:
 def train_index(index: SedsiIndex, pairs: list[IndexPair], cfg, ckpt_dir: str | Path, label_smoothing: float = 0.1,
                 on_log=None, progress: bool = True, max_steps: int | None = None):
     """Train the index's model on the pairs with the shared Trainer (checkpoints, resume, logging)."""
+    from components.distill.losses import IGNORE
     from components.distill.trainer import Trainer
 
     if not pairs:
@@ -169,7 +170,8 @@ def train_index(index: SedsiIndex, pairs: list[IndexPair], cfg, ckpt_dir: str | 
         cfg = cfg.model_copy(update={"max_steps": max_steps})
     examples = [index.encoder.example(p) for p in pairs]
     trainer = Trainer(index.model, index_loss_fn(index.model, label_smoothing), examples, index.encoder.collate, cfg,
-                      ckpt_dir, on_log=on_log, progress=progress)
+                      ckpt_dir, on_log=on_log, progress=progress,
+                      loss_weight=lambda batch: (batch["labels"] != IGNORE).sum())  # ED tokens: exact under DDP
     result = trainer.train()
     index.model.eval()
     return result
