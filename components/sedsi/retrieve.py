@@ -216,15 +216,16 @@ def prefix_allowed_tokens_fn_for(trie: dict[int, dict], prefix_len: int, eos_id:
     return allowed
 
 
-def _check_args(trie: IdTrie, num_beams: int, k: int | None, batch_size: int) -> int:
-    if len(trie) == 0:
+def _check_args(num_eds: int, num_beams: int, k: int | None, batch_size: int) -> int:
+    """k clamped to the number of EDs, after checking the search arguments."""
+    if num_eds == 0:
         raise ValueError("the trie is empty: index at least one ED before searching")
     if num_beams < 1 or batch_size < 1:
         raise ValueError(f"num_beams and batch_size must be >= 1, got {num_beams} and {batch_size}")
     k = num_beams if k is None else k
     if not 1 <= k <= num_beams:
         raise ValueError(f"k must lie in [1, num_beams={num_beams}], got {k}")
-    return min(k, len(trie))
+    return min(k, num_eds)
 
 
 def _beam_batches(model, tokenizer, queries: Queries, *, num_beams: int, k: int, batch_size: int,
@@ -323,7 +324,7 @@ def constrained_search(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    k = _check_args(trie, num_beams, k, batch_size)
+    k = _check_args(len(trie), num_beams, k, batch_size)
     if not queries:
         return []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else trie.eos_id
@@ -568,14 +569,7 @@ def reference_search(
     """The same search through `prefix_allowed_tokens_fn` over `dict_trie` (see `build_dict_trie`): the
     baseline. Per query the distinct EDs in the beam search's order, without scores."""
     num_eds, depth = _dict_stats(dict_trie, eos_id)
-    if num_eds == 0:
-        raise ValueError("the trie is empty: index at least one ED before searching")
-    if num_beams < 1 or batch_size < 1:
-        raise ValueError(f"num_beams and batch_size must be >= 1, got {num_beams} and {batch_size}")
-    k = num_beams if k is None else k
-    if not 1 <= k <= num_beams:
-        raise ValueError(f"k must lie in [1, num_beams={num_beams}], got {k}")
-    k = min(k, num_eds)
+    k = _check_args(num_eds, num_beams, k, batch_size)
     if not queries:
         return []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
