@@ -406,13 +406,7 @@ def trie_beam_search(model, inputs: Sequence[Sequence[int]], trie: IdTrie, *, nu
     Causal LMs get the inputs left-padded with positions ``cumsum(mask) - 1`` as `generate` computes
     them; encoder-decoders run the encoder once and decode from `decoder_start_token_id`.
     """
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    k = num_beams if k is None else k
-    if not 1 <= k <= num_beams:
-        raise ValueError(f"k must lie in [1, num_beams={num_beams}], got {k}")
-    if len(trie) == 0:
-        raise ValueError("the trie is empty: index at least one ED before searching")
+    k = _check_args(len(trie), num_beams, k, batch_size=1)
     inputs = [list(ids) for ids in inputs]
     if not inputs:
         return []
