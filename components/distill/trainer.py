@@ -78,6 +78,16 @@ from semflow.config import TrainerConfig
 STATE = "trainer.pt"
 
 
+def _numpy_state_to_safe(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+def _numpy_state_from_safe(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached
+
+
 def label_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """A micro-batch's loss weight under DDP for per-token mean losses: its label tokens (-100 is unlabelled)."""
     return (batch["labels"][:, 1:] != -100).sum()
@@ -320,7 +330,8 @@ class Trainer:
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            # as plain values and a tensor, so the checkpoint loads with torch.load(weights_only=True)
+            "numpy": _numpy_state_to_safe(np.random.get_state()),
         }
 
     def checkpoints(self) -> list[Path]:
@@ -337,7 +348,8 @@ class Trainer:
         load_model(self.model, str(path / "model.safetensors"), device=str(self.device))
         for name, module in self.extra_modules.items():
             load_model(module, str(path / f"{name}.safetensors"), device=str(self.device))
-        state = torch.load(path / STATE, weights_only=False, map_location=self.device)
+        # weights_only: a checkpoint is data (tensors, numbers, strings), never code to unpickle
+        state = torch.load(path / STATE, weights_only=True, map_location=self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         per_rank = state.get("rng_per_rank")  # a multi-process checkpoint: each rank resumes its own
@@ -346,6 +358,6 @@ class Trainer:
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        np.random.set_state(_numpy_state_from_safe(rng["numpy"]))
         return int(state["step"])
 

@@ -101,3 +101,19 @@ def test_gkd_hook_resamples_on_policy_share_reproducibly():
     assert [e.response for e in always(examples, 3)] == [e.response for e in fresh]  # seeded by micro-batch
     never = _gkd_hook(student, tok, DistillConfig(method="gkd", gkd_on_policy=0.0))
     assert never(examples, 3) is examples
+
+
+def test_checkpoint_rng_state_survives_a_weights_only_load(tmp_path):
+    import numpy as np
+
+    from components.distill.trainer import _numpy_state_from_safe, _numpy_state_to_safe
+
+    np.random.seed(3)
+    np.random.normal()  # leaves a cached gaussian in the state
+    state = np.random.get_state()
+    torch.save({"numpy": _numpy_state_to_safe(state)}, tmp_path / "s.pt")
+    restored = _numpy_state_from_safe(torch.load(tmp_path / "s.pt", weights_only=True)["numpy"])
+    np.random.set_state(restored)
+    expected = np.random.random(3)
+    np.random.set_state(state)
+    assert np.array_equal(np.random.random(3), expected)
