@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from components.generation.batched import _eos_ids, decode_batches, resolve_engine, sampling_of
+from components.generation.padding import pad_rows
 from components.generation.static import StaticDecoder, static_length
 from semflow.config import ScrgConfig
 
@@ -74,17 +75,6 @@ def select_correction(
     return j.masked_fill(none, -1), d_j.masked_fill(none, float("nan"))
 
 
-def _left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, r in enumerate(rows):
-        if r:
-            ids[b, width - len(r) :] = torch.tensor(r)
-            mask[b, width - len(r) :] = 1
-    return ids.to(device), mask.to(device)
-
-
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     # Left padding must not shift positions: the first real token is position 0 (as generate does).
     return (mask.cumsum(-1) - 1).clamp_min(0)
@@ -114,7 +104,7 @@ def _correct_batch(teacher, student, prompts, seqs, settled, cfg: ScrgConfig, eo
     """One correction round over a batch. Mutates seqs/settled; returns per-row (j, d_j, regenerated)."""
     device = student.device
     full = [p + s for p, s in zip(prompts, seqs, strict=True)]
-    ids, mask = _left_pad(full, pad_id, device)
+    ids, mask = pad_rows(full, pad_id, device=device)
     width, resp = ids.shape[1], max(len(s) for s in seqs)
     positions = _positions(mask)
     # Only the response positions need logits: the hidden states at columns [width-resp-1, width-1)
@@ -166,7 +156,7 @@ def _correct_batch(teacher, student, prompts, seqs, settled, cfg: ScrgConfig, eo
         return results
     prefix_width = max(lengths)
     _realign_cache(cache, regen_rows, starts, lengths, prefix_width)
-    new_ids, new_mask = _left_pad([prompts[b] + seqs[b] for b in regen_rows], pad_id, device)
+    new_ids, new_mask = pad_rows([prompts[b] + seqs[b] for b in regen_rows], pad_id, device=device)
     budget = max(cfg.max_new_tokens - len(seqs[b]) for b in regen_rows)
     torch.manual_seed(seed)
     if resolve_engine(student, cfg.engine) == "static":

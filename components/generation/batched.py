@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from components.generation.padding import pad_rows
 from components.generation.static import Sampling, StaticDecoder, static_length, supports_static
 from semflow.config import GenerationConfig
 
@@ -117,17 +118,13 @@ def decode_batches(
 
 def _plain(model, rows: list[list[int]], max_new_tokens: int, sampling: Sampling, eos: list[int],
            pad_id: int) -> list[list[int]]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, r in enumerate(rows):
-        ids[b, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        mask[b, width - len(r) :] = 1
+    ids, mask = pad_rows(rows, pad_id, device=model.device)
+    width = ids.shape[1]
     kwargs = {}
     if sampling.do_sample:
         kwargs = dict(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
     generated = model.generate(
-        input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+        input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
         do_sample=sampling.do_sample, pad_token_id=pad_id, eos_token_id=eos, **kwargs,
     )
     eos_set = set(eos)

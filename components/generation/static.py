@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from transformers import StaticCache
 
+from components.generation.padding import pad_rows
+
 CHECK_EVERY = 16  # decoding steps between "all rows finished?" checks (the only host synchronisation)
 
 
@@ -172,8 +174,8 @@ class StaticDecoder:
         self.graph = graph
 
     def _state(self) -> list[torch.Tensor]:
-        layers = [t for layer in self.cache.layers for t in (layer.cumulative_length,)]
-        return [self.mask, self.tokens, self.positions, self.column, self.done, self.out, self.written, *layers]
+        lengths = [layer.cumulative_length for layer in self.cache.layers]
+        return [self.mask, self.tokens, self.positions, self.column, self.done, self.out, self.written, *lengths]
 
     def _restore(self, saved: list[torch.Tensor]) -> None:
         for dst, src in zip(self._state(), saved, strict=True):
@@ -249,15 +251,8 @@ class StaticDecoder:
         if not 0 < rows <= self.batch_size:
             raise ValueError(f"{rows} prompts for a decoder of batch size {self.batch_size}")
         # Pad the batch with copies of the first prompt so one captured graph serves every batch.
-        padded = list(prompts) + [prompts[0]] * (self.batch_size - rows)
-        width = max(len(p) for p in padded)
-        ids = torch.full((self.batch_size, width), self.pad_id, dtype=torch.long)
-        valid = torch.zeros((self.batch_size, width), dtype=torch.bool)
-        for b, p in enumerate(padded):
-            ids[b, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            valid[b, width - len(p):] = True
-        ids, valid = ids.to(device), valid.to(device)
-        logits = self.prefill(ids, valid)
+        ids, mask = pad_rows(list(prompts) + [prompts[0]] * (self.batch_size - rows), self.pad_id, device=device)
+        logits = self.prefill(ids, mask.bool())
         first = choose_tokens(logits, self.sampling)
         done = torch.isin(first, self.eos)
         done[rows:] = True

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from components.generation.batched import _eos_ids, decode_batches, format_prompts
+from components.generation.padding import pad_rows
 from components.generation.static import Sampling
 from components.sedsi.metrics import collision_rate, invert_eds
 
@@ -108,24 +109,17 @@ def normalise(text: str) -> str:
 def sequence_scores(model, prompts: list[list[int]], continuations: list[list[int]], pad_id: int,
                     batch_size: int = 16) -> list[float]:
     """Mean log-probability per token of each continuation given its prompt (one forward per batch)."""
-    device, pad = model.device, pad_id
     scores: list[float] = [float("-inf")] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: -(len(prompts[i]) + len(continuations[i])))
     for a in range(0, len(order), batch_size):
         batch = [i for i in order[a : a + batch_size] if continuations[i]]
         if not batch:
             continue
-        rows = [prompts[i] + continuations[i] for i in batch]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, r in enumerate(rows):
-            ids[b, width - len(r) :] = torch.tensor(r)
-            mask[b, width - len(r) :] = 1
+        ids, mask = pad_rows([prompts[i] + continuations[i] for i in batch], pad_id, device=model.device)
+        width = ids.shape[1]
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       position_ids=positions.to(device)).logits.float()
-        logp = F.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None].to(device))[..., 0]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+        logp = F.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
         for b, i in enumerate(batch):
             n = len(continuations[i])
             scores[i] = float(logp[b, width - 1 - n :].mean())

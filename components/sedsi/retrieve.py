@@ -67,6 +67,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
+from components.generation.padding import pad_rows
 from components.sedsi.trie import IdTrie
 
 Hit = tuple[list[int], float]
@@ -281,14 +282,8 @@ def _encode(tokenizer, queries: Queries, add_special_tokens: bool) -> list[list[
 
 def _pad(rows: list[list[int]], pad_id: int, left: bool, device) -> dict[str, torch.Tensor]:
     """input_ids + attention_mask, padded on the left (causal LM prompts) or right (encoder inputs)."""
-    width = max(max(len(r) for r in rows), 1)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        span = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, span] = torch.as_tensor(r, dtype=torch.long)
-        mask[i, span] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+    ids, mask = pad_rows(rows, pad_id, left=left, device=device)
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def _cut_at_eos(rows: torch.Tensor, eos_id: int) -> list[list[int]]:
