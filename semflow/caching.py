@@ -67,5 +67,10 @@ def stage_key(stage: str, config: dict[str, Any], upstream: dict[str, str], modu
     return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
 
 
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes: a local input file named by path in a config enters cache keys by content."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def combine_digests(digests: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(sorted(digests.items()))).encode()).hexdigest()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
 from prefect import task
 
-from semflow.caching import stage_key
+from semflow.caching import file_digest, stage_key
 from semflow.config import DataConfig
 from semflow.runtime import RunContext
 from semflow.store import OutputRef, StageManifest
@@ -30,7 +29,7 @@ def _file_digests(data: DataConfig) -> dict[str, str]:
     for source in sources:
         path = Path(getattr(source, "path", "") or "")
         if source.kind == "file" and path.is_file():
-            digests[f"file:{path}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            digests[f"file:{path}"] = file_digest(path)
     return digests
 
 

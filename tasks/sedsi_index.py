@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 from prefect import task
 
-from semflow.caching import stage_key
+from semflow.caching import file_digest, stage_key
 from semflow.config import GenerationConfig, ModelConfig, SedsiConfig
 from semflow.runtime import RunContext
 from semflow.store import ArtifactStore, OutputRef, StageManifest
@@ -41,12 +41,9 @@ def cache_key(teacher: ModelConfig, generation: GenerationConfig, sedsi: SedsiCo
 
 
 def _file_digest(path: str) -> str:
-    import hashlib
-
-    file = Path(path)
-    if not file.is_file():
+    if not Path(path).is_file():
         raise FileNotFoundError(f"sedsi.queries: {path} does not exist")
-    return hashlib.sha256(file.read_bytes()).hexdigest()
+    return file_digest(path)
 
 
 @task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
