@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -77,9 +78,14 @@ class SedsiIndex:
         return SedsiIndex(self.model, self.tokenizer, self.encoder, self.doc_ids + list(descriptions.doc_ids),
                           {**self.titles, **titles}, eds, trie, list(self.lineage))
 
-    @property
+    # The maps below are derived once per index: an index never changes its EDs (`extended` makes a new one).
+    @cached_property
     def ed_to_docs(self) -> dict[str, list[str]]:
         return invert_eds(self.eds)
+
+    @cached_property
+    def _ed_of_ids(self) -> dict[tuple[int, ...], str]:
+        return {tuple(self.encoder.ed_ids(ed)): ed for ed in set(self.eds.values())}
 
     # -------------------------------------------------------------------------------- retrieval
     def search_eds(self, queries: list[str], num_beams: int = 20, batch_size: int = 8,
@@ -88,8 +94,7 @@ class SedsiIndex:
         inputs = [self.encoder.input_ids(kind, q) for q in queries]
         found = constrained_search(self.model, self.tokenizer, inputs, self.trie, num_beams=num_beams,
                                    k=num_beams, batch_size=batch_size)
-        by_ids = {tuple(self.encoder.ed_ids(ed)): ed for ed in set(self.eds.values())}
-        return [[(by_ids[tuple(ids)], float(score)) for ids, score in hits] for hits in found]
+        return [[(self._ed_of_ids[tuple(ids)], float(score)) for ids, score in hits] for hits in found]
 
     def search(self, queries: list[str], k: int = 10, num_beams: int = 20, batch_size: int = 8) -> list[list[Hit]]:
         ranked = self.search_eds(queries, num_beams=num_beams, batch_size=batch_size)
