@@ -36,3 +36,19 @@ def workdir(tmp_path, prefect_server):
 
     with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(tmp_path / "prefect-results")}):
         yield tmp_path / "work"
+
+
+def crash_after_checkpoint(monkeypatch, stage: str) -> None:
+    """Make the Trainer raise right after writing a checkpoint of `stage` (its checkpoints live under
+    `<artifact_root>/<stage>/.<key>.work/`): a run that fails mid-training, to resume from there."""
+    from components.distill import trainer
+
+    original = trainer.Trainer.save
+
+    def save_then_crash(self, step):
+        path = original(self, step)
+        if stage in str(self.ckpt_dir):
+            raise RuntimeError(f"injected crash after {stage} checkpoint {step}")
+        return path
+
+    monkeypatch.setattr(trainer.Trainer, "save", save_then_crash)

@@ -207,10 +207,7 @@ def test_scores_are_the_beam_search_log_probs(causal):
     assert [s for _, s in hits] == pytest.approx(finite.tolist(), abs=1e-5)
     # and they are the model's log-probs of the ED given the query (teacher forcing, one forward pass)
     ed, score = hits[0]
-    ids = torch.cat([enc["input_ids"], torch.tensor([ed])], dim=1)
-    with torch.no_grad():
-        logp = model(ids).logits[0, enc["input_ids"].shape[1] - 1 : -1].log_softmax(-1)
-    assert float(logp.gather(1, torch.tensor(ed)[:, None]).sum()) == pytest.approx(score, abs=1e-4)
+    assert _forced_logprob(model, enc["input_ids"], ed) == pytest.approx(score, abs=1e-4)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -219,10 +216,15 @@ def test_greedy_score_is_a_log_prob_too(causal, engine):
     trie = IdTrie.build(EDS, tok.eos_token_id)
     [[(ed, score)]] = constrained_search(model, tok, QUERIES[:1], trie, num_beams=1, engine=engine)
     enc = tok(QUERIES[:1], return_tensors="pt", add_special_tokens=False)
-    ids = torch.cat([enc["input_ids"], torch.tensor([ed])], dim=1)
+    assert _forced_logprob(model, enc["input_ids"], ed) == pytest.approx(score, abs=1e-4)
+
+
+def _forced_logprob(model, prompt_ids: torch.Tensor, ed: list[int]) -> float:
+    """log p(ED | prompt) by teacher forcing, one forward pass of a causal LM ([1, P] prompt ids)."""
+    ids = torch.cat([prompt_ids, torch.tensor([ed])], dim=1)
     with torch.no_grad():
-        logp = model(ids).logits[0, enc["input_ids"].shape[1] - 1 : -1].log_softmax(-1)
-    assert float(logp.gather(1, torch.tensor(ed)[:, None]).sum()) == pytest.approx(score, abs=1e-4)
+        logp = model(ids).logits[0, prompt_ids.shape[1] - 1 : -1].log_softmax(-1)
+    return float(logp.gather(1, torch.tensor(ed)[:, None]).sum())
 
 
 @pytest.mark.parametrize("engine", ENGINES)

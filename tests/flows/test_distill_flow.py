@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from components.distill import DistillDataError
 from components.models.student import VocabularyMismatch
 from flows.pipeline import pipeline
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, crash_after_checkpoint
 
 
 def run(workdir, *overrides):
@@ -51,16 +51,8 @@ def test_scrg_and_distill_outputs_and_tracking(workdir):
 
 
 def test_a_failure_mid_training_resumes_from_the_checkpoint_with_identical_weights(workdir, tmp_path, monkeypatch):
-    from components.distill import trainer
-
-    original = trainer.Trainer.save
-
-    def save_then_crash(self, step):
-        path = original(self, step)
-        raise RuntimeError(f"injected crash after checkpoint {step}")
-
-    monkeypatch.setattr(trainer.Trainer, "save", save_then_crash)
-    with pytest.raises(RuntimeError, match="injected crash after checkpoint 2"):
+    crash_after_checkpoint(monkeypatch, "distill_student")
+    with pytest.raises(RuntimeError, match="injected crash after distill_student checkpoint 2"):
         run(workdir)
     monkeypatch.undo()
     resumed = run(workdir)

@@ -15,7 +15,7 @@ from components.sedsi import SedsiIndex
 from flows.pipeline import pipeline
 from semflow.cli import app
 from semflow.store import ArtifactStore
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, crash_after_checkpoint
 
 runner = CliRunner()
 METRICS = ["hits@1", "hits@10", "mrr@10", "mrr@100"]
@@ -128,18 +128,8 @@ def test_labelled_queries_are_evaluated_and_unknown_documents_fail_or_are_counte
 
 
 def test_an_interrupted_index_training_resumes_from_its_checkpoint(workdir, monkeypatch):
-    from components.distill import trainer
-
-    original = trainer.Trainer.save
-
-    def save_then_crash(self, step):
-        path = original(self, step)
-        if "sedsi_index" in str(self.ckpt_dir):
-            raise RuntimeError(f"injected crash after index checkpoint {step}")
-        return path
-
-    monkeypatch.setattr(trainer.Trainer, "save", save_then_crash)
-    with pytest.raises(RuntimeError, match="injected crash after index checkpoint 2"):
+    crash_after_checkpoint(monkeypatch, "sedsi_index")
+    with pytest.raises(RuntimeError, match="injected crash after sedsi_index checkpoint 2"):
         run(workdir)
     monkeypatch.undo()
     resumed = run(workdir)
