@@ -4,7 +4,8 @@ AdamW (parameter groups with their own learning rates), warm-up then decay, grad
 clipping, bf16 autocast on CUDA (fp32 on CPU). Every `checkpoint_every` optimizer steps it writes
 `<ckpt_dir>/step-NNNNNN/` (to a temporary name, then renamed, so a kill never leaves a half
 checkpoint): the model's weights and every extra module's (safetensors), the optimizer, the scheduler,
-the RNG states and the data position. `Trainer.train()` resumes from the newest complete checkpoint.
+the RNG states, the data position and the history logged so far. `Trainer.train()` resumes from the
+newest complete checkpoint, so a resumed run returns the same history as an uninterrupted one.
 
 The data order of epoch e is a permutation drawn from `seed + e`, so the batch at any step is a
 function of the step alone: a run resumed at step k sees exactly the batches an uninterrupted run
@@ -135,6 +136,8 @@ class Trainer:
         self.extra_modules = extra_modules or {}
         self.on_log, self.batch_hook = on_log, batch_hook
         self.keep, self.progress = keep_checkpoints, progress
+        self._history: list[dict[str, float]] = []  # the running result's history, saved in checkpoints
+        self._restored_history: list[dict[str, float]] = []
         self.device = next(model.parameters()).device
         self.loss_weight = loss_weight
         self.rank, self.world_size = _world()
@@ -207,7 +210,9 @@ class Trainer:
             np.random.seed(seed)
         if distributed:
             self._broadcast_weights()
-        result = TrainResult(steps=self.total_steps, resumed_from=start_step)
+        # a resumed run's history starts with the steps logged before the interruption
+        result = TrainResult(steps=self.total_steps, resumed_from=start_step, history=self._restored_history)
+        self._history = result.history
         self.model.train()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
         bar = tqdm(total=self.total_steps, initial=start_step, desc="train", unit="step",
@@ -313,6 +318,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "rng": rng,
                 **({"rng_per_rank": per_rank} if self.world_size > 1 else {}),
+                "history": list(self._history),  # plain floats: loads with weights_only=True
             },
             tmp / STATE,
         )
@@ -342,6 +348,7 @@ class Trainer:
     def load_latest(self) -> int:
         """Restore the newest complete checkpoint; returns its step (0 when there is none)."""
         found = self.checkpoints()
+        self._restored_history = []
         if not found:
             return 0
         path = found[-1]
@@ -352,6 +359,7 @@ class Trainer:
         state = torch.load(path / STATE, weights_only=True, map_location=self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._restored_history = [dict(row) for row in state.get("history", [])]
         per_rank = state.get("rng_per_rank")  # a multi-process checkpoint: each rank resumes its own
         rng = per_rank[self.rank] if per_rank and len(per_rank) == self.world_size else state["rng"]
         torch.set_rng_state(rng["torch"].cpu())

@@ -117,3 +117,33 @@ def test_checkpoint_rng_state_survives_a_weights_only_load(tmp_path):
     expected = np.random.random(3)
     np.random.set_state(state)
     assert np.array_equal(np.random.random(3), expected)
+
+
+def test_a_resumed_run_returns_the_whole_history(tmp_path):
+    def trainer(ckpt_dir, crash_at=None):
+        torch.manual_seed(0)
+        teacher, tok = build_tiny_model(TinyModelConfig(seed=1))
+        student, _ = build_tiny_model(TinyModelConfig(seed=2, num_hidden_layers=1))
+        cfg = DistillConfig(method="sft", train=TrainerConfig(batch_size=2, max_steps=6, checkpoint_every=2,
+                                                              eval_every=100))
+        examples, _ = build_examples(tok, [tok("q")["input_ids"]] * 4, [tok("abc")["input_ids"] + [2]] * 4, cfg)
+        t = Trainer(student, student_loss_fn(student, teacher, Objective(cfg), cfg.chunk_size), examples,
+                    lambda ex: collate(ex, tok.pad_token_id), cfg.train, ckpt_dir, progress=False)
+        if crash_at is not None:
+            save = t.save
+
+            def save_then_crash(step):
+                save(step)
+                if step == crash_at:
+                    raise RuntimeError("crash")
+            t.save = save_then_crash
+        return t
+
+    with pytest.raises(RuntimeError, match="crash"):
+        trainer(tmp_path / "a", crash_at=4).train()
+    resumed = trainer(tmp_path / "a").train()
+    straight = trainer(tmp_path / "b").train()
+    assert resumed.resumed_from == 4
+    drop_timing = lambda history: [{k: v for k, v in h.items() if k != "tokens_per_second"} for h in history]  # noqa: E731
+    assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert drop_timing(resumed.history) == drop_timing(straight.history)
