@@ -1,14 +1,18 @@
-"""Save and load an :class:`~components.cade.alignment.Alignment` as gensim KeyedVectors files.
+"""Save and load an :class:`~components.cade.alignment.Alignment`: safetensors and JSON, no pickle.
 
 Layout of the directory::
 
-    cade.json            settings, slice names -> files, token counts, training stats
-    compass.kv           compass KeyedVectors (count = over all slices)
-    context.npy          the frozen context matrix (compass syn1neg), rows in compass order
-    slices/00-news.kv    one KeyedVectors per slice (slice vocabulary only, count = in that slice)
+    cade.json                      settings, slice names -> files, token counts, training stats
+    compass.safetensors            compass embedding (count = over all slices)
+    context.npy                    the frozen context matrix (compass syn1neg), rows in compass order
+    slices/00-news.safetensors     one embedding per slice (slice vocabulary only, count = in that slice)
 
-Each ``.kv`` file opens alone with ``gensim.models.KeyedVectors.load(path)``; per-word counts are the
-``count`` attribute (``kv.get_vecattr(word, "count")``), so frequency filters work after a reload.
+Each embedding file holds the tensors ``vectors`` [words, dim] and ``counts`` [words] and, in its
+metadata, ``keys`` (the words in row order, as JSON). gensim's own ``KeyedVectors.save`` pickles, which
+runs code on load and writes timestamps into the bytes; these files load without executing anything
+and the same vectors always give the same bytes, so equal alignments have equal digests.
+``read_keyed_vectors(path)`` gives a gensim KeyedVectors with the ``count`` attribute, so frequency
+filters work after a reload.
 
 Usage::
 
@@ -27,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from gensim.models import KeyedVectors
+from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
 
 from components.cade.alignment import Alignment
 from components.cade.compass import COMPASS
@@ -34,14 +40,32 @@ from components.cade.errors import CadeError
 from components.cade.settings import CadeSettings
 from components.cade.slices import SliceStats
 
-FORMAT = 1
+FORMAT = 2  # 1: pickled gensim .kv files
 MANIFEST = "cade.json"
+
+
+def write_keyed_vectors(kv: KeyedVectors, path: Path) -> None:
+    counts = np.array([kv.get_vecattr(word, "count") for word in kv.index_to_key], dtype=np.int64)
+    save_file({"vectors": np.ascontiguousarray(kv.vectors), "counts": counts}, str(path),
+              metadata={"keys": json.dumps(list(kv.index_to_key), ensure_ascii=False)})
+
+
+def read_keyed_vectors(path: str | Path) -> KeyedVectors:
+    with safe_open(str(path), framework="numpy") as fh:
+        keys = json.loads(fh.metadata()["keys"])
+    tensors = load_file(str(path))
+    vectors = tensors["vectors"]
+    kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=vectors.dtype)
+    kv.add_vectors(keys, vectors)
+    kv.allocate_vecattrs(attrs=["count"], types=[np.int64])
+    kv.expandos["count"][:] = tensors["counts"]
+    return kv
 
 
 def _file_name(index: int, name: str) -> str:
     # Slice names are user text (time periods, paths): the index keeps files unique, the slug readable.
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
-    return f"{index:02d}-{slug}.kv" if slug else f"{index:02d}.kv"
+    return f"{index:02d}-{slug}.safetensors" if slug else f"{index:02d}.safetensors"
 
 
 def save_alignment(alignment: Alignment, directory: str | Path, overwrite: bool = False) -> Path:
@@ -58,12 +82,12 @@ def save_alignment(alignment: Alignment, directory: str | Path, overwrite: bool 
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         (tmp / "slices").mkdir()
-        alignment.compass.save(str(tmp / "compass.kv"))
+        write_keyed_vectors(alignment.compass, tmp / "compass.safetensors")
         np.save(tmp / "context.npy", np.asarray(alignment.context))
         files = {}
         for index, (name, kv) in enumerate(alignment.slices.items()):
             files[name] = f"slices/{_file_name(index, name)}"
-            kv.save(str(tmp / files[name]))
+            write_keyed_vectors(kv, tmp / files[name])
         manifest = {
             "format": FORMAT,
             "settings": alignment.settings.to_dict(),
@@ -94,7 +118,8 @@ def load_alignment(directory: str | Path) -> Alignment:
         raise CadeError(f"{root} holds no CADE alignment (no {MANIFEST})")
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:
-        raise CadeError(f"{path}: unsupported format {manifest.get('format')!r} (expected {FORMAT})")
+        raise CadeError(f"{path}: unsupported format {manifest.get('format')!r} (expected {FORMAT}; "
+                        "format 1 was pickled gensim files: run the cade_align stage again)")
     stats = {
         name: SliceStats(raw_words=s["raw_words"], effective_words=s["effective_words"], seconds=s["seconds"])
         for name, s in manifest["stats"].items()
@@ -103,9 +128,9 @@ def load_alignment(directory: str | Path) -> Alignment:
     context.flags.writeable = False
     return Alignment(
         settings=CadeSettings(**manifest["settings"]),
-        compass=KeyedVectors.load(str(root / "compass.kv")),
+        compass=read_keyed_vectors(root / "compass.safetensors"),
         context=context,
-        slices={name: KeyedVectors.load(str(root / file)) for name, file in manifest["slices"].items()},
+        slices={name: read_keyed_vectors(root / file) for name, file in manifest["slices"].items()},
         stats=stats,
         tokens={name: int(n) for name, n in manifest["tokens"].items()},
     )

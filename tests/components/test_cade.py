@@ -9,6 +9,7 @@ the planted words changed meaning, every other word kept it.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,8 @@ from components.cade import (
 )
 from components.cade import slices as slices_module
 from components.cade.compass import build_compass_vocab, train_compass
+from components.cade import files as files_module
+from components.cade.files import read_keyed_vectors
 from components.cade.slices import frozen_context, slice_seed, train_vectors
 from components.cade.text import cut_long
 
@@ -372,9 +375,14 @@ def test_save_load_round_trip(planted, tmp_path):
     path = save_alignment(alignment, tmp_path / "cade")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cade"]  # no temp dir left behind
     manifest = json.loads((path / "cade.json").read_text())
-    assert manifest["slices"] == {"one": "slices/00-one.kv", "two": "slices/01-two.kv"}
-    alone = KeyedVectors.load(str(path / "slices/01-two.kv"))  # plain gensim can read a slice
+    assert manifest["slices"] == {"one": "slices/00-one.safetensors", "two": "slices/01-two.safetensors"}
+    alone = read_keyed_vectors(path / "slices/01-two.safetensors")  # one slice reads alone, no pickle
     assert alone.get_vecattr("p0", "count") == alignment.count("two", "p0")
+    assert all(b"pickle" not in f.read_bytes()[:200] and not f.read_bytes().startswith(b"\x80")
+               for f in path.rglob("*") if f.is_file())
+    again = save_alignment(alignment, tmp_path / "again")  # the same vectors give the same bytes
+    assert all((path / f.relative_to(again)).read_bytes() == f.read_bytes() for f in again.rglob("*.safetensors"))
+    shutil.rmtree(again)
 
     loaded = load_alignment(path)
     assert loaded.settings == alignment.settings and loaded.tokens == alignment.tokens
@@ -404,14 +412,14 @@ def test_failed_save_leaves_no_directory(planted, tmp_path, monkeypatch):
     _, alignment = planted
     calls = []
 
-    def failing_save(self, *args, **kwargs):
-        calls.append(args)
+    def failing_write(kv, path):
+        calls.append(path)
         if len(calls) == 3:  # compass and first slice written, second slice fails
             raise OSError("disk full")
-        return original(self, *args, **kwargs)
+        return original(kv, path)
 
-    original = KeyedVectors.save
-    monkeypatch.setattr(KeyedVectors, "save", failing_save)
+    original = files_module.write_keyed_vectors
+    monkeypatch.setattr(files_module, "write_keyed_vectors", failing_write)
     with pytest.raises(OSError, match="disk full"):
         save_alignment(alignment, tmp_path / "cade")
     assert list(tmp_path.iterdir()) == []
