@@ -25,14 +25,26 @@ class RunContext(BaseModel):
     parent_run_id: str | None = None
     model_cache: str | None = None
     preview_rows: int = 20
+    offline: bool = True  # a worker process in pool mode applies it too (hub_offline)
 
 
 def workdir(runtime: RuntimeConfig) -> Path:
     return Path(runtime.workdir).expanduser().resolve()
 
 
+def is_url(location: str) -> bool:
+    """`s3://bucket/x`, `gs://...`, `memory://...`: an fsspec URL rather than a local path."""
+    return "://" in location and not location.startswith("file://")
+
+
 def artifact_root(runtime: RuntimeConfig) -> str:
-    return str(Path(runtime.artifact_root).expanduser().resolve()) if runtime.artifact_root else str(workdir(runtime) / "artifacts")
+    """The artifact store: a local folder (resolved), or an fsspec URL kept as written."""
+    if not runtime.artifact_root:
+        return str(workdir(runtime) / "artifacts")
+    if is_url(runtime.artifact_root):
+        return runtime.artifact_root.rstrip("/")
+    location = runtime.artifact_root.removeprefix("file://")
+    return str(Path(location).expanduser().resolve())
 
 
 def tracking_uri(runtime: RuntimeConfig) -> str:
@@ -71,8 +83,25 @@ def prepare_environment(runtime: RuntimeConfig) -> None:
         # Prefect's 20 s default fails on a fresh workdir or a busy machine.
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
-    if runtime.offline:
-        defaults |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+    if runtime.offline:
+        hub_offline()
     home.mkdir(parents=True, exist_ok=True)
+
+
+def hub_offline() -> None:
+    """Nothing reaches the Hugging Face hub (unless the user's environment says otherwise)."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+
+
+def redact(uri: str) -> str:
+    """A URI fit for logs and terminals: `postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not parts.password:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -3,7 +3,10 @@
 A stage task computes its cache key, then calls `run_stage(...)` with a `body(tmp_dir)` that writes
 the stage's files into a temporary directory and returns their refs and metrics. `run_stage` returns
 the existing manifest when the store already holds the key (e.g. Prefect's result cache was cleared),
-and otherwise runs the body inside an MLflow child run and moves the finished directory into place.
+and otherwise runs the body inside an MLflow child run and publishes the finished directory (a rename,
+or an upload for a URL store). It holds the store's lock for the key meanwhile, so two runs of the same
+config started together compute each stage once: the second waits, then finds the first's artifact.
+Stages read upstream files through `output_path`, which works for local and URL stores alike.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pandas as pd
 
 from semflow.caching import combine_digests
 from semflow.runtime import RunContext
-from semflow.store import ArtifactStore, OutputRef, StageManifest
+from semflow.store import MANIFEST, ArtifactStore, OutputRef, StageManifest, local_dir
 from semflow.tracking import stage_run
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,21 @@ def run_stage(stage: str, key: str, ctx: RunContext, params: dict[str, Any], bod
     if existing is not None:
         log.info("%s: artifact %s already in the store, not recomputed", stage, key)
         return existing
+    with store.lock(stage, key):
+        # Look again: a concurrent run holding the lock may have finished this artifact while we waited.
+        existing = store.manifest(stage, key)
+        if existing is not None:
+            log.info("%s: artifact %s was computed by a concurrent run while this one waited; not recomputed",
+                     stage, key)
+            return existing
+        manifest = _compute(store, stage, key, ctx, params, body)
+        # The artifact is complete: scratch that only served to resume it (training checkpoints) goes.
+        shutil.rmtree(store.work_dir(stage, key), ignore_errors=True)
+    return manifest
+
+
+def _compute(store: ArtifactStore, stage: str, key: str, ctx: RunContext, params: dict[str, Any],
+             body: Body) -> StageManifest:
     with stage_run(ctx, stage, params) as run:
         with store.writer(stage, key) as tmp:
             outputs, metrics, previews = body(tmp)
@@ -51,25 +69,30 @@ def run_stage(stage: str, key: str, ctx: RunContext, params: dict[str, Any], bod
                 StageManifest(
                     stage=stage,
                     key=key,
-                    uri=str(store.path(stage, key)),
+                    uri=store.uri(stage, key),
                     digest=combine_digests({name: ref.digest for name, ref in outputs.items()}),
                     outputs=outputs,
                     metrics=metrics,
                     mlflow_run_id=run.info.run_id,
                 ),
             )
+        kept = store.manifest(stage, key)
+        if kept is not None and kept.created != manifest.created:
+            # Another machine published the same key first (the lock is per machine): its copy stays.
+            log.info("%s: artifact %s was published first by MLflow run %s; keeping that copy", stage, key,
+                     kept.mlflow_run_id)
+            manifest = kept
         mlflow.log_metrics(metrics)
         for name, frame in previews.items():
             mlflow.log_table(frame.head(ctx.preview_rows), artifact_file=f"preview/{name}.json")
-        mlflow.log_artifact(str(Path(manifest.uri) / "manifest.json"))
+        mlflow.log_artifact(str(store.local_dir(manifest) / MANIFEST))  # a local file for either kind of store
         mlflow.set_tag("semflow.artifact_uri", manifest.uri)
-    # The artifact is complete: scratch that only served to resume it (training checkpoints) goes.
-    shutil.rmtree(store.work_dir(stage, key), ignore_errors=True)
     return manifest
 
 
 def output_path(manifest: StageManifest, name: str) -> Path:
-    return Path(manifest.uri) / manifest.output(name).path
+    """A local path to one output of a stage; from a URL store the artifact is fetched into the cache once."""
+    return local_dir(manifest) / manifest.output(name).path
 
 
 def digest_dir(path: Path) -> str:

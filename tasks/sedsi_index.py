@@ -194,7 +194,7 @@ ADD_STAGE = "sedsi_index_add"
 def index_manifests(artifact_root: str) -> list[StageManifest]:
     """Every complete index artifact (built by the pipeline or grown by `index add`), oldest first."""
     store = ArtifactStore(artifact_root)
-    found = [m for stage in (STAGE, ADD_STAGE) for d in store.stage_dirs(stage) if (m := store.manifest(stage, d.name))]
+    found = [m for stage in (STAGE, ADD_STAGE) for m in store.manifests(stage)]
     return sorted(found, key=lambda m: m.created)
 
 

@@ -1,4 +1,6 @@
+import logging
 import sys
+import threading
 
 import pytest
 
@@ -68,3 +70,114 @@ def test_source_digest_sees_an_edit_anywhere_in_a_package(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="module 'not_a_module_xyz' not found"):
         source_digest.__wrapped__(("not_a_module_xyz",))
     sys.modules.pop("fakecomp", None)
+
+
+# --------------------------------------------------------------------------- one computation per key
+def stage_context(tmp_path, artifact_root: str):
+    """A RunContext for calling run_stage directly: MLflow in a sqlite file, no parent run."""
+    from mlflow import MlflowClient
+
+    from semflow.runtime import RunContext
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = MlflowClient(uri).create_experiment("store-tests", artifact_location=(tmp_path / "mlruns").as_uri())
+    return RunContext(artifact_root=artifact_root, tracking_uri=uri, experiment_id=experiment)
+
+
+def text_body(text: str):
+    """A stage body writing one file `x.txt`."""
+    from semflow.caching import file_digest
+
+    def body(tmp):
+        (tmp / "x.txt").write_text(text)
+        return {"x": OutputRef(path="x.txt", digest=file_digest(tmp / "x.txt"), rows=1)}, {"rows": 1.0}, {}
+
+    return body
+
+
+class LogEvent(logging.Handler):
+    """Sets an event when a record containing `needle` is logged (from any thread)."""
+
+    def __init__(self, needle: str):
+        super().__init__(logging.INFO)
+        self.needle, self.seen = needle, threading.Event()
+
+    def emit(self, record):
+        if self.needle in record.getMessage():
+            self.seen.set()
+
+
+@pytest.fixture
+def lock_waits(caplog):
+    """An event set when some run_stage starts waiting for the lock another one holds."""
+    handler = LogEvent("waiting for it")
+    logger = logging.getLogger("semflow.store")
+    logger.addHandler(handler)
+    with caplog.at_level(logging.INFO):
+        yield handler.seen
+    logger.removeHandler(handler)
+
+
+def run_concurrently(ctx, key: str, lock_waits) -> tuple[list[StageManifest], list[str]]:
+    """Two run_stage calls on one key, the second started while the first computes; the first finishes
+    only once the second waits for the lock. Returns both manifests and which bodies ran."""
+    from tasks._stage import run_stage
+
+    ran, started, results = [], threading.Event(), {}
+
+    def first_body(tmp):
+        ran.append("first")
+        started.set()
+        assert lock_waits.wait(30), "the second run never waited for the lock"
+        return text_body("first")(tmp)
+
+    def second_body(tmp):
+        ran.append("second")
+        return text_body("second")(tmp)
+
+    def call(name, body):
+        try:
+            results[name] = run_stage("s", key, ctx, {"p": 1}, body)
+        except BaseException as err:  # reported by the assertions below, not lost in the thread
+            results[name] = err
+
+    first = threading.Thread(target=call, args=("first", first_body))
+    first.start()
+    assert started.wait(60)
+    second = threading.Thread(target=call, args=("second", second_body))
+    second.start()
+    for thread in (first, second):
+        thread.join(120)
+    assert all(isinstance(results.get(name), StageManifest) for name in ("first", "second")), results
+    return [results["first"], results["second"]], ran
+
+
+def test_concurrent_runs_of_one_key_compute_it_once(tmp_path, lock_waits, caplog):
+    store = ArtifactStore(tmp_path / "artifacts")
+    ctx = stage_context(tmp_path, str(store.root))
+    (first, second), ran = run_concurrently(ctx, "k", lock_waits)
+    assert ran == ["first"]
+    assert second == first and first.uri == str(store.path("s", "k"))
+    assert (store.path("s", "k") / "x.txt").read_text() == "first"
+    assert "computed by a concurrent run while this one waited" in caplog.text
+    # The lock file lives outside the stage folder, which holds artifacts only.
+    assert [p.name for p in (tmp_path / "artifacts" / "s").iterdir()] == ["k"]
+    assert store.stage_dirs("s") == [store.path("s", "k")] and store.keys("s") == ["k"]
+
+
+def test_the_lock_is_released_when_the_body_fails(tmp_path):
+    from tasks._stage import run_stage
+
+    store = ArtifactStore(tmp_path / "artifacts")
+    ctx = stage_context(tmp_path, str(store.root))
+
+    def broken(tmp):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_stage("s", "k", ctx, {}, broken)
+    assert store.stage_dirs("s") == [] and not list((tmp_path / "artifacts" / "s").iterdir())
+    manifest = run_stage("s", "k", ctx, {}, text_body("again"))  # would block forever on a held lock
+    assert store.manifest("s", "k") == manifest
+    with store.lock("s", "k"):  # free again after a successful run
+        pass
