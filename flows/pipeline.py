@@ -10,6 +10,11 @@ Each stage is a cached Prefect task that returns a small manifest (artifact URI,
 id, metrics). An unchanged rerun comes back Cached for every stage and loads no model; a changed
 setting reruns its stage and everything downstream. SCRG runs only for the MGSR method (the baselines
 train on teacher responses or references).
+
+With `execution.gpu_stages: pool` the heavy stages run as flow runs of their own deployments on the GPU
+work pool (flows/stage.py); everything else, and the bookkeeping, stays in this flow.
+`semflow resume` reruns a failed or killed flow run with its own parameters: its finished stages come
+back Cached and training continues from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.tasks import Task
 
-from semflow.config import load_config
+from flows.stage import dispatch, stage_inputs
+from semflow.config import ExecutionConfig, load_config
 from semflow.runtime import RunContext, prepare_environment
 from semflow.store import ArtifactStore, StageManifest
 from semflow.tracking import finish_parent, start_parent
@@ -34,11 +40,14 @@ from tasks.sedsi_index import sedsi_index
 
 
 @flow(name="semflow-pipeline")
-def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
+def pipeline(
+    config_path: str = "configs/default.yaml", overrides: list[str] | None = None, resume_of: str | None = None
+) -> dict[str, Any]:
+    """`resume_of`: the flow run this one resumes (set by `semflow resume`); recorded on the MLflow parent."""
     cfg = load_config(config_path, overrides or [])
     prepare_environment(cfg.runtime)
-    run = start_parent(cfg, config_path, str(flow_run.id) if flow_run.id else None)
-    stages = StageRecorder(run)
+    run = start_parent(cfg, config_path, str(flow_run.id) if flow_run.id else None, resume_of)
+    stages = StageRecorder(run, cfg.execution)
     try:
         data = stages.run(prepare_data, cfg.data)
         responses = stages.run(generate_teacher, cfg.teacher, cfg.generation, data)
@@ -63,13 +72,20 @@ def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | N
 
 
 class StageRecorder:
-    """Runs stage tasks and remembers, per stage, whether it ran or came from the cache."""
+    """Runs stage tasks (inline, or on the GPU pool) and remembers, per stage, whether it ran or came from
+    the cache."""
 
-    def __init__(self, run: RunContext):
+    def __init__(self, run: RunContext, execution: ExecutionConfig | None = None):
         self.run_ctx = run
+        self.execution = execution or ExecutionConfig()
         self.summary: dict[str, dict[str, Any]] = {}
 
     def run(self, stage_task: Task, *inputs: Any) -> StageManifest:
+        if self.execution.gpu_stages == "pool" and stage_task.name in self.execution.pool_stages:
+            deployment = f"{self.execution.stage_flow}/{stage_task.name}"
+            manifest, state_name = dispatch(stage_task.name, deployment, stage_inputs(stage_task, inputs),
+                                            self.run_ctx, self.execution.stage_timeout_s)
+            return self._record(manifest, state_name)
         state = stage_task(*inputs, run=self.run_ctx, return_state=True)
         manifest: StageManifest = state.result()
         if ArtifactStore(self.run_ctx.artifact_root).manifest(manifest.stage, manifest.key) is None:
@@ -77,8 +93,11 @@ class StageRecorder:
             get_run_logger().warning("%s: cached artifact %s is gone; recomputing", manifest.stage, manifest.uri)
             state = stage_task.with_options(refresh_cache=True)(*inputs, run=self.run_ctx, return_state=True)
             manifest = state.result()
+        return self._record(manifest, state.name)
+
+    def _record(self, manifest: StageManifest, state_name: str) -> StageManifest:
         self.summary[manifest.stage] = {
-            "state": state.name,
+            "state": state_name,
             "key": manifest.key,
             "uri": manifest.uri,
             "mlflow_run_id": manifest.mlflow_run_id,

@@ -10,6 +10,8 @@
     semflow neighbours court --slices news --slices encyclopedia
     semflow search "who built the first telescope" --k 10
     semflow index add new_docs.jsonl
+    semflow deploy && semflow worker --pool cpu        # a team: see README, "Running for a team"
+    semflow resume [FLOW_RUN_ID]
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from semflow.config import ConfigError, PipelineConfig, load_config
-from semflow.runtime import artifact_root, prefect_home, prepare_environment, tracking_uri
+from semflow.runtime import artifact_root, prefect_home, prepare_environment, redact, tracking_uri
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="semflow: distil, analyse and index with LMs.")
 console = Console()
@@ -54,7 +56,10 @@ def run(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt = No
     cfg = _load(config, overrides)
     from flows.pipeline import pipeline  # imports Prefect, which reads PREFECT_HOME set above
 
-    result = pipeline(str(config), overrides or [])
+    _report(cfg, config, pipeline(str(config), overrides or []))
+
+
+def _report(cfg: PipelineConfig, config: Path, result: dict) -> None:
     table = Table(title=f"semflow pipeline ({cfg.name})")
     for column in ("stage", "state", "key"):
         table.add_column(column, no_wrap=True)
@@ -66,7 +71,7 @@ def run(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt = No
                     if "." not in k or k.endswith((".rows", "hits_at_10", "collision_rate"))}
         console.print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in headline.items()))
     console.print(f"artifacts: {artifact_root(cfg.runtime)}")
-    console.print(f"MLflow:    {tracking_uri(cfg.runtime)} (parent run {result['mlflow_run_id']})")
+    console.print(f"MLflow:    {redact(tracking_uri(cfg.runtime))} (parent run {result['mlflow_run_id']})")
     console.print("UIs:       semflow ui --config " + str(config))
 
 
@@ -165,10 +170,10 @@ def compare(
 def _alignment(cfg: PipelineConfig, run_id: str | None):
     """The embeddings of the newest cade_align artifact, or of the one an MLflow run id produced."""
     from components.cade import load_alignment
-    from semflow.store import ArtifactStore
+    from semflow.store import ArtifactStore, local_dir
 
     store = ArtifactStore(artifact_root(cfg.runtime))
-    manifests = [m for d in store.stage_dirs("cade_align") if (m := store.manifest("cade_align", d.name))]
+    manifests = store.manifests("cade_align")
     if run_id:
         manifests = [m for m in manifests if m.mlflow_run_id == run_id]
     if not manifests:
@@ -176,7 +181,7 @@ def _alignment(cfg: PipelineConfig, run_id: str | None):
         console.print(f"[red]no cade_align artifact {which} under {store.root}[/red]: run the pipeline first")
         raise typer.Exit(2)
     latest = max(manifests, key=lambda m: m.created)
-    return load_alignment(Path(latest.uri) / latest.output("embeddings").path), latest
+    return load_alignment(local_dir(latest) / latest.output("embeddings").path), latest
 
 
 RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="MLflow run id of a cade_align stage run")]
@@ -280,9 +285,10 @@ def search(
     cfg = _load(config, overrides)
     from components.models import pick_device
     from components.sedsi import SedsiIndex
+    from semflow.store import local_dir
 
     manifest = _index_manifest(cfg, run_id)
-    index = SedsiIndex.load(Path(manifest.uri) / manifest.output("index").path, pick_device(cfg.teacher.device))
+    index = SedsiIndex.load(local_dir(manifest) / manifest.output("index").path, pick_device(cfg.teacher.device))
     hits = index.search([query], k=k, num_beams=beams or cfg.sedsi.num_beams)[0]
     console.print(f"index {manifest.stage}/{manifest.key}: {len(index.doc_ids)} documents")
     out = Table(title=repr(query))
@@ -384,7 +390,7 @@ def ui(
             env=env,
         ),
     ]
-    console.print(f"MLflow UI:  http://127.0.0.1:{mlflow_port}  (store {uri})")
+    console.print(f"MLflow UI:  http://127.0.0.1:{mlflow_port}  (store {redact(uri)})")
     console.print(f"Prefect UI: http://127.0.0.1:{prefect_port}  (PREFECT_HOME {prefect_home(cfg.runtime)})")
     console.print("Ctrl-C stops both.")
     try:
@@ -401,6 +407,80 @@ def ui(
     failed = [p.args[0] for p in procs if p.returncode not in (0, -signal.SIGINT, 130)]
     if failed:
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- team
+@app.command()
+def deploy(
+    prefect_file: Annotated[Path, typer.Option(help="the deployments to register")] = Path("prefect.yaml"),
+    gpu_concurrency: Annotated[int | None, typer.Option(help="flow runs the GPU pool runs at once")] = None,
+) -> None:
+    """Create the work pools semflow-cpu and semflow-gpu and register every deployment in prefect.yaml
+    (on the Prefect API that PREFECT_API_URL names). Run it from the checkout the workers will use."""
+    from semflow.team import deploy_commands, run_checked
+
+    if not prefect_file.is_file():
+        console.print(f"[red]{prefect_file}: no such file[/red] (run from the repository root)")
+        raise typer.Exit(2)
+    for command in deploy_commands(prefect_file, gpu_concurrency):
+        console.print("[dim]$ " + " ".join(command[1:]) + "[/dim]")
+        try:
+            run_checked(command, cwd=prefect_file.resolve().parent)
+        except RuntimeError as err:
+            console.print(f"[red]{err}[/red]")
+            raise typer.Exit(1) from None
+
+
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option(help="cpu: the pipeline flow; gpu: the heavy stages")] = "cpu",
+    name: Annotated[str | None, typer.Option(help="worker name shown in the Prefect UI")] = None,
+    limit: Annotated[int | None, typer.Option(help="flow runs this worker runs at once")] = None,
+) -> None:
+    """Start a Prefect process worker on semflow's CPU or GPU pool (`prefect worker start`)."""
+    from semflow.team import POOLS, worker_command
+
+    if pool not in POOLS:
+        console.print(f"[red]--pool {pool}: expected one of {', '.join(POOLS)}[/red]")
+        raise typer.Exit(2)
+    command = worker_command(pool, name, limit)
+    console.print("[dim]$ " + " ".join(command[1:]) + "[/dim]")
+    os.execv(command[0], command)  # the worker is Prefect's own process: signals go straight to it
+
+
+@app.command()
+def resume(
+    flow_run_id: Annotated[str | None, typer.Argument(help="default: the newest pipeline run that did not complete")] = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="locates the embedded Prefect and MLflow stores "
+                                         "when no PREFECT_API_URL is set")] = Path("configs/default.yaml"),
+    here: Annotated[bool, typer.Option(help="run in this process even if the run came from a deployment")] = False,
+) -> None:
+    """Finish a failed or killed pipeline run: rerun its parameters; finished stages come back Cached and
+    training continues from its last checkpoint."""
+    _load(config, None)
+    from semflow.team import find_flow_run, mark_superseded, resume_via_deployment
+
+    try:
+        target = find_flow_run(flow_run_id)
+    except LookupError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(1) from None
+    params = target.parameters
+    run_cfg = _load(Path(params.get("config_path", "configs/default.yaml")), params.get("overrides"))
+    console.print(f"resuming {target.name} ({target.flow_run_id}, {target.state}): "
+                  f"{params.get('config_path')} {' '.join(params.get('overrides') or [])}")
+    mark_superseded(target, tracking_uri(run_cfg.runtime))
+    if target.deployment_id and not here:
+        flow_run = resume_via_deployment(target, None)
+        console.print(f"flow run {flow_run.name} ({flow_run.id}): {flow_run.state.name if flow_run.state else '?'}")
+        if not (flow_run.state and flow_run.state.is_completed()):
+            raise typer.Exit(1)
+        return
+    from flows.pipeline import pipeline
+
+    result = pipeline(params.get("config_path", "configs/default.yaml"), params.get("overrides") or [],
+                      resume_of=target.flow_run_id)
+    _report(run_cfg, Path(params.get("config_path", "configs/default.yaml")), result)
 
 
 def main() -> None:

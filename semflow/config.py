@@ -381,12 +381,51 @@ class SedsiConfig(Section):
 
 
 # ---------------------------------------------------------------------------------------- execution
+POOL_STAGES = ("generate_teacher", "init_student", "scrg_correct", "distill_student", "sedsi_index")
+
+
+class ExecutionConfig(Section):
+    """Where the heavy stages run. `inline`: in the flow's own process (one machine, the default).
+    `pool`: each stage in `pool_stages` is a flow run of the deployment `<stage_flow>/<stage>` (prefect.yaml
+    puts them on the `semflow-gpu` work pool); the pipeline waits for it and reads its manifest from the
+    artifact store, which both sides must reach (runtime.artifact_root)."""
+
+    gpu_stages: Literal["inline", "pool"] = "inline"
+    pool_stages: list[Literal[POOL_STAGES]] = Field(  # type: ignore[valid-type]
+        ["generate_teacher", "scrg_correct", "distill_student", "sedsi_index"],
+        description="stages sent to the GPU pool when gpu_stages is pool",
+    )
+    stage_flow: str = Field("semflow-stage", description="the flow name of the per-stage deployments")
+    stage_timeout_s: float | None = Field(None, gt=0, description="give up waiting for a stage's flow run")
+
+
+def _no_secret_in(value: str | None, key: str) -> str | None:
+    """Credentials come from the environment, never from a preset (which is logged and committed)."""
+    from urllib.parse import urlsplit
+
+    if value and "://" in value and urlsplit(value).password:
+        raise ValueError(
+            f"{key} holds a password; put it in the environment instead (MLFLOW_TRACKING_URI, "
+            "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)"
+        )
+    return value
+
+
 class RuntimeConfig(Section):
     workdir: str = Field(".semflow", description="artifacts, MLflow store and PREFECT_HOME live here")
-    artifact_root: str | None = Field(None, description="default: <workdir>/artifacts")
+    artifact_root: str | None = Field(
+        None, description="default: <workdir>/artifacts; a shared path or an fsspec URL (s3://bucket/semflow)"
+    )
     mlflow_tracking_uri: str | None = Field(
         None, description="default: sqlite under workdir; MLFLOW_TRACKING_URI overrides"
     )
+
+    @model_validator(mode="after")
+    def _no_credentials(self) -> RuntimeConfig:
+        _no_secret_in(self.artifact_root, "runtime.artifact_root")
+        _no_secret_in(self.mlflow_tracking_uri, "runtime.mlflow_tracking_uri")
+        return self
+
     experiment: str = "semflow"
     offline: bool = Field(True, description="set HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for the run")
     model_cache: str | None = Field(None, description="default: ~/.cache/semflow/models")
@@ -403,6 +442,7 @@ class PipelineConfig(Section):
     distill: DistillConfig = DistillConfig()
     cade: CadeConfig = CadeConfig()
     sedsi: SedsiConfig = SedsiConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
 

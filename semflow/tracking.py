@@ -55,11 +55,14 @@ def _experiment_id(client: MlflowClient, name: str, location: str) -> str:
         return experiment.experiment_id
 
 
-def start_parent(cfg: PipelineConfig, config_path: str, flow_run_id: str | None) -> RunContext:
+def start_parent(cfg: PipelineConfig, config_path: str, flow_run_id: str | None,
+                 resume_of: str | None = None) -> RunContext:
     ctx = run_context(cfg)
     tags = {"semflow.config": config_path, "semflow.preset": cfg.name}
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
+    if resume_of:
+        tags["semflow.resumed_from_flow_run"] = resume_of
     client = MlflowClient(ctx.tracking_uri)
     parent = client.create_run(ctx.experiment_id, run_name=f"pipeline-{cfg.name}", tags=tags)
     params = flatten(cfg.model_dump(mode="json", exclude={"runtime"}))
@@ -79,6 +82,7 @@ def run_context(cfg: PipelineConfig) -> RunContext:
         experiment_id=_experiment_id(client, cfg.runtime.experiment, location),
         model_cache=cfg.runtime.model_cache,
         preview_rows=cfg.runtime.preview_rows,
+        offline=cfg.runtime.offline,
     )
 
 

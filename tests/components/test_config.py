@@ -5,6 +5,7 @@ import pytest
 from semflow.config import ConfigError, PipelineConfig, load_config, validate_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SMOKE = CONFIGS / "smoke.yaml"
 
 
 @pytest.mark.parametrize("preset", ["default.yaml", "smoke.yaml", "gpu.yaml"])
@@ -71,3 +72,30 @@ def test_malformed_override_and_missing_file(tmp_path):
 def test_student_spec_requires_a_model():
     with pytest.raises(ConfigError, match="student.init is 'spec' but student.model is not set"):
         validate_config({"student": {"init": "spec"}})
+
+
+def test_credentials_stay_out_of_presets_and_printed_uris():
+    from semflow.runtime import redact
+
+    with pytest.raises(ConfigError, match="runtime.mlflow_tracking_uri holds a password"):
+        load_config(SMOKE, ["runtime.mlflow_tracking_uri=postgresql://bob:hunter2@db/mlflow"])
+    with pytest.raises(ConfigError, match="runtime.artifact_root holds a password"):
+        load_config(SMOKE, ["runtime.artifact_root=s3://key:secret@bucket/x"])
+    assert load_config(SMOKE, ["runtime.mlflow_tracking_uri=http://bob@host:5000"]).runtime.mlflow_tracking_uri
+    assert redact("postgresql://bob:hunter2@db:5432/mlflow") == "postgresql://bob:***@db:5432/mlflow"
+    assert redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_execution_section_and_url_artifact_roots():
+    from semflow.runtime import artifact_root
+
+    cfg = load_config(SMOKE, ["execution.gpu_stages=pool", "execution.pool_stages=[distill_student]"])
+    assert cfg.execution.gpu_stages == "pool" and cfg.execution.pool_stages == ["distill_student"]
+    with pytest.raises(ConfigError, match="execution.pool_stages.0"):
+        load_config(SMOKE, ["execution.pool_stages=[cade_align]"])
+    with pytest.raises(ConfigError, match="execution.gpu_stages"):
+        load_config(SMOKE, ["execution.gpu_stages=cluster"])
+    remote = load_config(SMOKE, ["runtime.artifact_root=s3://bucket/semflow/"])
+    assert artifact_root(remote.runtime) == "s3://bucket/semflow"
+    local = load_config(SMOKE, ["runtime.artifact_root=file:///tmp/x/../y"])
+    assert artifact_root(local.runtime) == "/tmp/y"

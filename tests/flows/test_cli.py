@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -52,3 +53,36 @@ def test_compare_runs_each_method_and_prints_one_table(workdir, tmp_path):
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # no tracking store leaks to later runs
     bad = runner.invoke(app, ["compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}", "--methods", "sft,nope"])
     assert bad.exit_code == 2 and "distill.method" in bad.output
+
+
+def test_deploy_and_worker_wrap_prefects_own_commands(tmp_path):
+    from semflow.team import deploy_commands, worker_command
+
+    commands = [c[1:] for c in deploy_commands(Path("prefect.yaml"), gpu_concurrency=1)]
+    assert commands == [
+        ["work-pool", "create", "semflow-cpu", "--type", "process", "--overwrite"],
+        ["work-pool", "create", "semflow-gpu", "--type", "process", "--overwrite"],
+        ["work-pool", "set-concurrency-limit", "semflow-gpu", "1"],
+        ["--no-prompt", "deploy", "--all", "--prefect-file", "prefect.yaml"],
+    ]
+    assert worker_command("gpu", "gpu-box-1", 2)[1:] == [
+        "worker", "start", "--pool", "semflow-gpu", "--type", "process", "--name", "gpu-box-1", "--limit", "2"]
+    wrong = CliRunner().invoke(app, ["worker", "--pool", "tpu"])
+    assert wrong.exit_code == 2 and "expected one of cpu, gpu" in wrong.output
+    missing = CliRunner().invoke(app, ["deploy", "--prefect-file", str(tmp_path / "nope.yaml")])
+    assert missing.exit_code == 2 and "no such file" in " ".join(missing.output.split())
+
+
+def test_prefect_yaml_deploys_the_pipeline_on_cpu_and_each_pool_stage_on_gpu():
+    import yaml
+
+    from semflow.config import POOL_STAGES
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    assert by_name["pipeline"]["work_pool"]["name"] == "semflow-cpu"
+    assert by_name["pipeline"]["schedules"][0]["active"] is False
+    for stage in POOL_STAGES:  # the names flows/stage.dispatch starts: semflow-stage/<stage>
+        d = by_name[stage]
+        assert d["entrypoint"] == "flows/stage.py:run_stage_flow" and d["parameters"] == {"stage_name": stage}
+        assert d["work_pool"]["name"] == "semflow-gpu" and "CUDA_VISIBLE_DEVICES" in d["work_pool"]["job_variables"]["env"]

@@ -1,0 +1,122 @@
+"""`semflow resume` after a failure in stage k, and the GPU-pool stage flow, on the embedded Prefect API.
+
+The server versions (SIGKILL during distillation, real workers on a GPU pool) are in tests/servers/.
+"""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from flows.pipeline import pipeline
+from semflow.cli import app
+from semflow.store import ArtifactStore
+from tests.conftest import SMOKE
+
+STAGES = ["prepare_data", "generate_teacher", "init_student", "scrg_correct", "distill_student", "cade_align",
+          "sedsi_index"]
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+
+def parents(tracking_uri: str) -> dict[str, object]:
+    """MLflow parent runs by their Prefect flow-run id."""
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return {r.data.tags["prefect.flow_run_id"]: r for r in client.search_runs(experiments)
+            if "prefect.flow_run_id" in r.data.tags}
+
+
+def test_semflow_resume_finishes_a_run_that_failed_in_cade_align(workdir, monkeypatch):
+    import components.cade as cade
+
+    overrides = [f"runtime.workdir={workdir}"]
+    uri = f"sqlite:///{workdir}/mlflow.db"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure in cade_align")
+
+    monkeypatch.setattr(cade, "align", broken)
+    state = pipeline(str(SMOKE), overrides, return_state=True)
+    assert state.is_failed() and "injected failure in cade_align" in str(state.message)
+    failed_id = str(state.state_details.flow_run_id)
+    monkeypatch.undo()
+
+    result = CliRunner().invoke(app, ["resume", failed_id, "-c", str(SMOKE)])
+    assert result.exit_code == 0, result.output
+    assert failed_id in " ".join(result.output.split())
+
+    runs = parents(uri)
+    failed_parent = runs[failed_id]
+    assert failed_parent.info.status == "FAILED"
+    [(resumed_id, resumed_parent)] = [(i, r) for i, r in runs.items()
+                                      if r.data.tags.get("semflow.resumed_from_flow_run") == failed_id]
+    states = task_states(resumed_id)
+    assert states == {**{s: "Cached" for s in STAGES[:5]}, "cade_align": "Completed", "sedsi_index": "Completed"}
+    for stage in STAGES[:5]:  # the resumed parent links the runs that produced the cached artifacts
+        assert resumed_parent.data.tags[f"semflow.{stage}.run_id"] == failed_parent.data.tags[f"semflow.{stage}.run_id"]
+    assert resumed_parent.info.status == "FINISHED"
+
+
+def test_resume_names_what_it_cannot_find(workdir):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["resume", "00000000-0000-0000-0000-000000000000", "-c", str(SMOKE)])
+    assert missing.exit_code == 1 and "no flow run 00000000-0000-0000-0000-000000000000" in " ".join(missing.output.split())
+    bad = runner.invoke(app, ["resume", "not-a-uuid", "-c", str(SMOKE)])
+    assert bad.exit_code == 1 and "is not a flow run id" in " ".join(bad.output.split())
+
+
+def test_a_pool_dispatched_stage_runs_the_same_task_and_returns_its_manifest(workdir, monkeypatch):
+    """`execution.gpu_stages: pool` without a worker: run_deployment is replaced by a call of the stage
+    flow in this process, with the JSON parameters a worker would receive."""
+    import json
+    from types import SimpleNamespace
+
+    import prefect.deployments
+
+    from flows.stage import run_stage_flow
+
+    calls = []
+
+    def fake_run_deployment(name, parameters, timeout):
+        calls.append(name)
+        parameters = json.loads(json.dumps(parameters))  # what crosses the API
+        state = run_stage_flow(**parameters, return_state=True)
+        return SimpleNamespace(id=state.state_details.flow_run_id, name=parameters["stage_name"], state=state)
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", fake_run_deployment)
+    pooled = pipeline(str(SMOKE), [f"runtime.workdir={workdir / 'pool'}", "execution.gpu_stages=pool"])
+    assert calls == [f"semflow-stage/{s}" for s in ("generate_teacher", "scrg_correct", "distill_student", "sedsi_index")]
+    inline = pipeline(str(SMOKE), [f"runtime.workdir={workdir / 'inline'}"])
+    for stage in STAGES:
+        assert pooled["stages"][stage]["key"] == inline["stages"][stage]["key"], stage
+    assert pooled["stages"]["generate_teacher"]["state"] == "Completed"
+
+    # a stage whose flow run fails names the run and its state
+    def failing_run_deployment(name, parameters, timeout):
+        from prefect.states import Failed
+
+        return SimpleNamespace(id="f00", name="sad-run", state=Failed(message="worker lost"))
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", failing_run_deployment)
+    with pytest.raises(Exception, match="generate_teacher: flow run sad-run .* ended Failed: worker lost"):
+        pipeline(str(SMOKE), [f"runtime.workdir={workdir / 'fail'}", "execution.gpu_stages=pool"])
+    assert not ArtifactStore(workdir / "fail" / "artifacts").keys("generate_teacher")
+
+
+def test_the_stage_flow_rejects_unknown_stages_and_inputs(workdir):
+    from flows.stage import run_stage_flow
+
+    with pytest.raises(ValueError, match="unknown pool stage 'cade_align'"):
+        run_stage_flow.fn("cade_align", {}, {"artifact_root": "x", "tracking_uri": "y", "experiment_id": "0"})
+    with pytest.raises(ValueError, match=r"generate_teacher: unexpected inputs \['colour'\]"):
+        run_stage_flow.fn("generate_teacher", {"colour": 1},
+                          {"artifact_root": "x", "tracking_uri": "y", "experiment_id": "0"})
