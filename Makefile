@@ -6,7 +6,9 @@ BIN    := $(VENV)/bin
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test test-fast test-slow bench clean postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +27,27 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The MLflow UI test drives Debian's Chromium through Playwright (no browser download).
+/usr/bin/chromium:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+	  || ($(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+
+# The server tests create their own databases on the machine's PostgreSQL (127.0.0.1:5432); start it if down.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || $(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@pg_isready -h 127.0.0.1 -p 5432
+
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/semflow run --config $(CONFIG)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test /usr/bin/chromium postgres
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Without the server tests (no PostgreSQL, Chromium or workers needed).
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest -m 'not slow and not servers' $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.installed-test
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
