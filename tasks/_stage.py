@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 Body = Callable[[Path], tuple[dict[str, OutputRef], dict[str, float], dict[str, pd.DataFrame]]]
 
 
+def cached_stage(stage: str, key_fn: Callable[..., str]):
+    """The Prefect task decorator of every stage: cached under our key, its manifest persisted as JSON
+    (Prefect's default result serializer pickles, and loading a pickle can run code)."""
+    from prefect import task
+
+    return task(name=stage, cache_key_fn=prefect_cache_key(stage, key_fn), persist_result=True,
+                result_serializer="json")
+
+
 def prefect_cache_key(stage: str, key_fn: Callable[..., str]) -> Callable[[Any, dict[str, Any]], str]:
     """A Prefect cache_key_fn that ignores per-run parameters (the RunContext) by construction."""
 

@@ -9,13 +9,12 @@ import logging
 from pathlib import Path
 
 import mlflow
-from prefect import task
 
 from semflow.caching import stage_key
 from semflow.config import GENERATED_SLICES, CadeConfig
 from semflow.runtime import RunContext
 from semflow.store import OutputRef, StageManifest
-from tasks._stage import digest_dir, output_path, prefect_cache_key, run_stage
+from tasks._stage import cached_stage, digest_dir, output_path, run_stage
 
 STAGE = "cade_align"
 MODULES = ("components.cade", "components.data", "tasks.cade_align", "tasks._stage")
@@ -52,7 +51,7 @@ def slice_texts(data: StageManifest, responses: StageManifest | None, student: S
     return texts
 
 
-@task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
+@cached_stage(STAGE, cache_key)
 def cade_align(cade: CadeConfig, data: StageManifest, responses: StageManifest | None,
                student: StageManifest | None, run: RunContext) -> StageManifest:
     import numpy as np

@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 import mlflow
-from prefect import task
 
 from semflow.caching import stage_key
 from semflow.config import DistillConfig, GenerationConfig, ModelConfig
 from semflow.runtime import RunContext
 from semflow.store import ArtifactStore, OutputRef, StageManifest
-from tasks._stage import digest_dir, load_student, output_path, prefect_cache_key, register_model, run_stage
+from tasks._stage import cached_stage, digest_dir, load_student, output_path, register_model, run_stage
 
 STAGE = "distill_student"
 MODULES = ("components.distill", "components.generation", "components.models", "tasks.distill_student", "tasks._stage")
@@ -33,7 +32,7 @@ def cache_key(teacher: ModelConfig, generation: GenerationConfig, distill: Disti
     return stage_key(STAGE, config, upstream, MODULES)
 
 
-@task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
+@cached_stage(STAGE, cache_key)
 def distill_student(teacher: ModelConfig, generation: GenerationConfig, distill: DistillConfig, responses: StageManifest,
                     student: StageManifest, scrg: StageManifest | None, run: RunContext) -> StageManifest:
     import pandas as pd

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-from prefect import task
 
 from semflow.caching import stage_key
 from semflow.config import GenerationConfig, ModelConfig
 from semflow.runtime import RunContext
 from semflow.store import OutputRef, StageManifest
-from tasks._stage import output_path, prefect_cache_key, run_stage
+from tasks._stage import cached_stage, output_path, run_stage
 
 STAGE = "generate_teacher"
 MODULES = ("components.generation", "components.models", "components.data", "tasks.generate_teacher", "tasks._stage")
@@ -26,7 +25,7 @@ def cache_key(teacher: ModelConfig, generation: GenerationConfig, data: StageMan
     )
 
 
-@task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
+@cached_stage(STAGE, cache_key)
 def generate_teacher(
     teacher: ModelConfig, generation: GenerationConfig, data: StageManifest, run: RunContext
 ) -> StageManifest:

@@ -7,13 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-from prefect import task
 
 from semflow.caching import stage_key
 from semflow.config import DistillConfig, GenerationConfig, ModelConfig, StudentConfig
 from semflow.runtime import RunContext
 from semflow.store import ArtifactStore, OutputRef, StageManifest
-from tasks._stage import digest_dir, output_path, prefect_cache_key, run_stage
+from tasks._stage import cached_stage, digest_dir, output_path, run_stage
 
 STAGE = "init_student"
 MODULES = ("components.distill", "components.generation", "components.models", "tasks.init_student", "tasks._stage")
@@ -29,7 +28,7 @@ def cache_key(teacher: ModelConfig, student: StudentConfig, generation: Generati
     return stage_key(STAGE, config, {"responses": responses.output("responses").digest}, MODULES)
 
 
-@task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
+@cached_stage(STAGE, cache_key)
 def init_student(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, distill: DistillConfig,
                  responses: StageManifest, run: RunContext) -> StageManifest:
     from components.data import read_dataset, write_dataset

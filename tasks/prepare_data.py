@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
 
 from semflow.caching import file_digest, stage_key
 from semflow.config import DataConfig
 from semflow.runtime import RunContext
 from semflow.store import OutputRef, StageManifest
-from tasks._stage import prefect_cache_key, run_stage
+from tasks._stage import cached_stage, run_stage
 
 STAGE = "prepare_data"
 MODULES = ("components.data", "tasks.prepare_data", "tasks._stage")
@@ -51,7 +50,7 @@ def _metrics(name: str, frame: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
-@task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
+@cached_stage(STAGE, cache_key)
 def prepare_data(data: DataConfig, run: RunContext) -> StageManifest:
     from components.data import build_corpora, build_documents, build_prompts, write_dataset
 

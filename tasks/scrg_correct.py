@@ -8,13 +8,12 @@ import math
 from pathlib import Path
 
 import mlflow
-from prefect import task
 
 from semflow.caching import stage_key
 from semflow.config import GenerationConfig, ModelConfig, ScrgConfig
 from semflow.runtime import RunContext
 from semflow.store import OutputRef, StageManifest
-from tasks._stage import load_student, output_path, prefect_cache_key, run_stage
+from tasks._stage import cached_stage, load_student, output_path, run_stage
 
 STAGE = "scrg_correct"
 MODULES = ("components.distill", "components.generation", "components.models", "tasks.scrg_correct", "tasks._stage")
@@ -29,7 +28,7 @@ def cache_key(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConf
     return stage_key(STAGE, config, upstream, MODULES)
 
 
-@task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
+@cached_stage(STAGE, cache_key)
 def scrg_correct(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, responses: StageManifest,
                  student: StageManifest, on_long_prompt: str, run: RunContext) -> StageManifest:
     """`on_long_prompt` (distill.on_long_prompt): prompts over generation.max_prompt_tokens keep their

@@ -10,13 +10,12 @@ import logging
 from pathlib import Path
 
 import mlflow
-from prefect import task
 
 from semflow.caching import file_digest, stage_key
 from semflow.config import GenerationConfig, ModelConfig, SedsiConfig
 from semflow.runtime import RunContext
 from semflow.store import ArtifactStore, OutputRef, StageManifest
-from tasks._stage import digest_dir, load_student, output_path, prefect_cache_key, register_model, run_stage
+from tasks._stage import cached_stage, digest_dir, load_student, output_path, register_model, run_stage
 
 STAGE = "sedsi_index"
 MODULES = ("components.sedsi", "components.distill.trainer", "components.generation", "components.models",
@@ -46,7 +45,7 @@ def _file_digest(path: str) -> str:
     return file_digest(path)
 
 
-@task(name=STAGE, cache_key_fn=prefect_cache_key(STAGE, cache_key), persist_result=True)
+@cached_stage(STAGE, cache_key)
 def sedsi_index(teacher: ModelConfig, generation: GenerationConfig, sedsi: SedsiConfig, data: StageManifest,
                 student: StageManifest | None, run: RunContext) -> StageManifest:
     key = cache_key(teacher, generation, sedsi, data, student)

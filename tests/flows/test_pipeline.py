@@ -37,6 +37,9 @@ def test_rerun_is_cached_and_a_changed_setting_reruns_only_downstream(workdir):
 
     second = run(workdir)
     assert states(second) == expect(*["Cached"] * 7)
+    # Prefect persisted each stage's manifest as JSON, not as a pickle (loading one can run code)
+    results = [json.loads(f.read_text()) for f in (workdir.parent / "prefect-results").iterdir()]
+    assert len(results) >= 7 and {r["metadata"]["serializer"]["type"] for r in results} == {"json"}
     assert second["stages"] == {k: {**v, "state": "Cached"} for k, v in first["stages"].items()}
 
     changed = run(workdir, "generation.max_new_tokens=3")

@@ -75,14 +75,16 @@ class Services:
         return "\n".join(f"===== {p.name}\n{p.read_text(errors='replace')}" for p in self.logs if p.exists())
 
     def stop(self) -> None:
+        """Workers first (they report to the servers as they stop), then the servers; each process group
+        whole, so the MLflow server's uvicorn and job-runner children go too."""
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
 
 
 @pytest.fixture(scope="session")
