@@ -397,6 +397,10 @@ class ExecutionConfig(Section):
     )
     stage_flow: str = Field("semflow-stage", description="the flow name of the per-stage deployments")
     stage_timeout_s: float | None = Field(None, gt=0, description="give up waiting for a stage's flow run")
+    distill_processes: int = Field(
+        1, ge=1, description="data-parallel processes for distillation training (torchrun; gloo on CPU, "
+        "nccl with one GPU per process)"
+    )
 
 
 def _no_secret_in(value: str | None, key: str) -> str | None:

@@ -26,6 +26,7 @@ class RunContext(BaseModel):
     model_cache: str | None = None
     preview_rows: int = 20
     offline: bool = True  # a worker process in pool mode applies it too (hub_offline)
+    distill_processes: int = 1  # execution.distill_processes: how many ranks train, not what they compute
 
 
 def workdir(runtime: RuntimeConfig) -> Path:

@@ -83,6 +83,7 @@ def run_context(cfg: PipelineConfig) -> RunContext:
         model_cache=cfg.runtime.model_cache,
         preview_rows=cfg.runtime.preview_rows,
         offline=cfg.runtime.offline,
+        distill_processes=cfg.execution.distill_processes,
     )
 
 

@@ -111,3 +111,33 @@ def test_off_policy_rows_pass_through_unless_configured(workdir):
     both = run(workdir, "scrg.on_policy=0.5", "scrg.correct_off_policy=true")
     scrg = pd.read_parquet(f"{both['stages']['scrg_correct']['uri']}/scrg.parquet")
     assert (scrg[scrg["source"] == "teacher"]["j"] >= 0).any()
+
+
+def test_two_data_parallel_processes_train_the_same_student(workdir):
+    """execution.distill_processes=2: the stage runs its training as 2 torchrun ranks (gloo on CPU) and
+    follows the 1-process run's trajectory (losses weighted by label tokens, gradients all-reduced)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    one = run(workdir, "sedsi.enabled=false")["stages"]["distill_student"]
+    kept = workdir.parent / "one-process"
+    shutil.copytree(one["uri"], kept)
+    shutil.rmtree(one["uri"])  # the next run rebuilds this very artifact (same key), now on 2 processes
+    two = run(workdir, "sedsi.enabled=false", "execution.distill_processes=2")["stages"]["distill_student"]
+    assert two["key"] == one["key"] and two["state"] == "Completed"
+
+    h1, h2 = pd.read_parquet(kept / "history.parquet"), pd.read_parquet(f"{two['uri']}/history.parquet")
+    assert list(h2["step"]) == list(h1["step"]) == [1, 2, 3]
+    for column in ("loss", "grad_norm", "lr"):
+        assert h2[column].tolist() == pytest.approx(h1[column].tolist(), rel=1e-3), column
+    w1, w2 = load_file(kept / "student" / "model.safetensors"), load_file(f"{two['uri']}/student/model.safetensors")
+    for name, tensor in w1.items():
+        torch.testing.assert_close(w2[name], tensor, rtol=1e-3, atol=1e-3)
+
+    client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")
+    child = client.get_run(two["mlflow_run_id"])
+    assert child.data.tags["semflow.train_processes"] == "2"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")] == [1, 2, 3]  # rank 0 only
+    assert not (workdir / "artifacts" / "distill_student" / f"{two['key']}" / ".train_summary.json").exists()
