@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.runtime import flow_run
 from prefect.tasks import Task
 
-from flows.stage import dispatch, stage_inputs
+from flows.stage import dispatch, run_cached, stage_inputs
 from semflow.config import ExecutionConfig, load_config
 from semflow.runtime import RunContext, prepare_environment
-from semflow.store import ArtifactStore, StageManifest
+from semflow.store import StageManifest
 from semflow.tracking import finish_parent, start_parent
 from tasks.cade_align import cade_align
 from tasks.distill_student import distill_student
@@ -81,19 +81,12 @@ class StageRecorder:
         self.summary: dict[str, dict[str, Any]] = {}
 
     def run(self, stage_task: Task, *inputs: Any) -> StageManifest:
+        named = stage_inputs(stage_task, inputs)
         if self.execution.gpu_stages == "pool" and stage_task.name in self.execution.pool_stages:
-            deployment = f"{self.execution.stage_flow}/{stage_task.name}"
-            manifest, state_name = dispatch(stage_task.name, deployment, stage_inputs(stage_task, inputs),
-                                            self.run_ctx, self.execution.stage_timeout_s)
-            return self._record(manifest, state_name)
-        state = stage_task(*inputs, run=self.run_ctx, return_state=True)
-        manifest: StageManifest = state.result()
-        if ArtifactStore(self.run_ctx.artifact_root).manifest(manifest.stage, manifest.key) is None:
-            # Prefect remembered a result whose artifact has since been deleted: build it again.
-            get_run_logger().warning("%s: cached artifact %s is gone; recomputing", manifest.stage, manifest.uri)
-            state = stage_task.with_options(refresh_cache=True)(*inputs, run=self.run_ctx, return_state=True)
-            manifest = state.result()
-        return self._record(manifest, state.name)
+            manifest, state_name = dispatch(stage_task.name, named, self.run_ctx, self.execution.stage_timeout_s)
+        else:
+            manifest, state_name = run_cached(stage_task, self.run_ctx, **named)
+        return self._record(manifest, state_name)
 
     def _record(self, manifest: StageManifest, state_name: str) -> StageManifest:
         self.summary[manifest.stage] = {

@@ -25,8 +25,11 @@ from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
 from semflow.config import POOL_STAGES
-from semflow.runtime import RunContext, hub_offline
+from semflow.runtime import RunContext, hub_offline, redact
 from semflow.store import ArtifactStore, StageManifest
+
+
+STAGE_FLOW = "semflow-stage"  # prefect.yaml deploys this flow once per stage as semflow-stage/<stage>
 
 
 class StageDispatchError(RuntimeError):
@@ -45,11 +48,30 @@ def stage_inputs(task: Task, args: tuple[Any, ...]) -> dict[str, Any]:
     return dict(bound.arguments)
 
 
-@flow(name="semflow-stage", flow_run_name="{stage_name}")
-def run_stage_flow(stage_name: str, inputs: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-    """Run one stage task on this worker; returns its manifest as JSON."""
+def run_cached(task: Task, ctx: RunContext, **inputs: Any) -> tuple[StageManifest, str]:
+    """Run a stage task in this process; returns its manifest and final state name (Completed or Cached).
+    If Prefect remembered a result whose artifact has since been deleted, the stage runs again."""
+    state = task(**inputs, run=ctx, return_state=True)
+    manifest: StageManifest = state.result()
+    if ArtifactStore(ctx.artifact_root).manifest(manifest.stage, manifest.key) is None:
+        get_run_logger().warning("%s: cached artifact %s is gone; recomputing", manifest.stage, manifest.uri)
+        state = task.with_options(refresh_cache=True)(**inputs, run=ctx, return_state=True)
+        manifest = state.result()
+    return manifest, state.name
+
+
+@flow(name=STAGE_FLOW, flow_run_name="{stage_name}")
+def run_stage_flow(stage_name: str, inputs: dict[str, Any], run: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    """Run one stage task on this worker; returns its manifest as JSON. `key`: the cache key the pipeline
+    expects; a different one here means the worker's checkout differs from the pipeline's."""
     task = stage_task(stage_name)
     ctx = RunContext.model_validate(run)
+    # The worker's own MLFLOW_TRACKING_URI wins: it may hold a password the pipeline never sends.
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or ctx.tracking_uri
+    if ":***@" in uri:
+        raise ValueError(f"{stage_name}: the pipeline's MLflow URI has a password ({uri}); set MLFLOW_TRACKING_URI "
+                         "in this worker's environment")
+    ctx = ctx.model_copy(update={"tracking_uri": uri})
     if ctx.offline:
         hub_offline()
     hints = get_type_hints(task.fn)
@@ -57,30 +79,37 @@ def run_stage_flow(stage_name: str, inputs: dict[str, Any], run: dict[str, Any])
     if unknown:
         raise ValueError(f"{stage_name}: unexpected inputs {unknown}")
     typed = {name: TypeAdapter(hints[name]).validate_python(value) for name, value in inputs.items()}
+    here = importlib.import_module(f"tasks.{stage_name}").cache_key(**typed)
+    if key is not None and here != key:
+        raise ValueError(f"{stage_name}: this worker computes cache key {here}, the pipeline expects {key}; "
+                         "do both run the same checkout (prefect.yaml's pull step) and package versions?")
     get_run_logger().info("%s on this worker: CUDA_VISIBLE_DEVICES=%s, MLflow parent run %s", stage_name,
                           os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"), ctx.parent_run_id)
-    manifest: StageManifest = task(**typed, run=ctx)
+    manifest, _ = run_cached(task, ctx, **typed)
     return manifest.model_dump(mode="json")
 
 
-def dispatch(stage: str, deployment: str, inputs: dict[str, Any], ctx: RunContext,
+def dispatch(stage: str, inputs: dict[str, Any], ctx: RunContext,
              timeout_s: float | None = None) -> tuple[StageManifest, str]:
-    """Run `stage` through its deployment and wait; returns its manifest and the stage task's final
-    state name on the worker (Completed, or Cached when its cache key was already known there)."""
+    """Run `stage` through its deployment `semflow-stage/<stage>` and wait; returns its manifest and the
+    stage task's final state name on the worker (Completed, or Cached when it was already known there)."""
     from prefect.deployments import run_deployment
 
-    module = importlib.import_module(f"tasks.{stage}")
-    key = module.cache_key(**inputs)  # the task computes the same key on the worker
+    deployment = f"{STAGE_FLOW}/{stage}"
+    key = importlib.import_module(f"tasks.{stage}").cache_key(**inputs)  # the worker checks it computes the same
+    sent = ctx.model_copy(update={"tracking_uri": redact(ctx.tracking_uri)})  # no password into Prefect's database
     flow_run = run_deployment(
         name=deployment,
-        parameters={"stage_name": stage, "inputs": to_jsonable_python(inputs), "run": ctx.model_dump(mode="json")},
+        parameters={"stage_name": stage, "inputs": to_jsonable_python(inputs), "run": sent.model_dump(mode="json"),
+                    "key": key},
         timeout=timeout_s,
     )
     state = flow_run.state
     if state is None or not state.is_completed():
         where = f"flow run {flow_run.name} ({flow_run.id}) of deployment {deployment}"
         if state is not None and not state.is_final():
-            raise StageDispatchError(f"{stage}: {where} still {state.name} after {timeout_s} s")
+            _cancel(flow_run.id)
+            raise StageDispatchError(f"{stage}: {where} still {state.name} after {timeout_s} s; cancelled it")
         raise StageDispatchError(f"{stage}: {where} ended {state.name if state else 'without a state'}: "
                                  f"{state.message if state else ''}".rstrip(": "))
     manifest = ArtifactStore(ctx.artifact_root).manifest(stage, key)
@@ -92,11 +121,20 @@ def dispatch(stage: str, deployment: str, inputs: dict[str, Any], ctx: RunContex
     return manifest, _task_state(flow_run.id, stage)
 
 
+def _cancel(flow_run_id: UUID) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Cancelling(message="the pipeline stopped waiting (stage_timeout_s)"))
+
+
 def _task_state(flow_run_id: UUID, stage: str) -> str:
+    """The stage task's state in the stage's flow run ("Unknown" if Prefect has no such task run)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     states = [r.state.name for r in runs if r.name.startswith(stage) and r.state is not None]
-    return states[-1] if states else "Completed"
+    return states[-1] if states else "Unknown"

@@ -422,7 +422,8 @@ def deploy(
     if not prefect_file.is_file():
         console.print(f"[red]{prefect_file}: no such file[/red] (run from the repository root)")
         raise typer.Exit(2)
-    for command in deploy_commands(prefect_file, gpu_concurrency):
+    # run beside prefect.yaml: its pull step records that folder as the workers' working directory
+    for command in deploy_commands(Path(prefect_file.name), gpu_concurrency):
         console.print("[dim]$ " + " ".join(command[1:]) + "[/dim]")
         try:
             run_checked(command, cwd=prefect_file.resolve().parent)

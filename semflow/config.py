@@ -386,7 +386,7 @@ POOL_STAGES = ("generate_teacher", "init_student", "scrg_correct", "distill_stud
 
 class ExecutionConfig(Section):
     """Where the heavy stages run. `inline`: in the flow's own process (one machine, the default).
-    `pool`: each stage in `pool_stages` is a flow run of the deployment `<stage_flow>/<stage>` (prefect.yaml
+    `pool`: each stage in `pool_stages` is a flow run of the deployment `semflow-stage/<stage>` (prefect.yaml
     puts them on the `semflow-gpu` work pool); the pipeline waits for it and reads its manifest from the
     artifact store, which both sides must reach (runtime.artifact_root)."""
 
@@ -395,7 +395,6 @@ class ExecutionConfig(Section):
         ["generate_teacher", "scrg_correct", "distill_student", "sedsi_index"],
         description="stages sent to the GPU pool when gpu_stages is pool",
     )
-    stage_flow: str = Field("semflow-stage", description="the flow name of the per-stage deployments")
     stage_timeout_s: float | None = Field(None, gt=0, description="give up waiting for a stage's flow run")
     distill_processes: int = Field(
         1, ge=1, description="data-parallel processes for distillation training (torchrun; gloo on CPU, "

@@ -65,12 +65,21 @@ class ResumeTarget:
 
 
 def find_flow_run(flow_run_id: str | None) -> ResumeTarget:
-    """The named flow run of the pipeline, or else the newest one that did not complete."""
+    """The named pipeline flow run, or else the newest one that Failed or Crashed.
+
+    A process killed with SIGKILL never reports its end, so its flow run stays Running; it is never
+    picked by default (it could be a teammate's live run): name it to resume it."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState
     from prefect.client.schemas.filters import FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
+
+    def newest(client, types: list[StateType]) -> list:
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[PIPELINE_FLOW])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types))),
+            sort=FlowRunSort.START_TIME_DESC, limit=5)
 
     with get_client(sync_client=True) as client:
         if flow_run_id:
@@ -83,16 +92,15 @@ def find_flow_run(flow_run_id: str | None) -> ResumeTarget:
             flow = client.read_flow(run.flow_id)
             if flow.name != PIPELINE_FLOW:
                 raise LookupError(f"flow run {flow_run_id} is a run of {flow.name!r}, not {PIPELINE_FLOW!r}")
+            if run.state is not None and run.state.is_completed():
+                raise LookupError(f"flow run {flow_run_id} ({run.name}) already completed; nothing to resume")
         else:
-            unfinished = [t for t in StateType if t not in (StateType.COMPLETED, StateType.SCHEDULED)]
-            runs = client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[PIPELINE_FLOW])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))),
-                sort=FlowRunSort.START_TIME_DESC,
-                limit=1,
-            )
+            runs = newest(client, [StateType.FAILED, StateType.CRASHED])
             if not runs:
-                raise LookupError(f"no failed, crashed or interrupted {PIPELINE_FLOW} run on {client.api_url}")
+                running = newest(client, [StateType.RUNNING, StateType.PENDING])
+                hint = ("; still Running (a killed process leaves its run so): "
+                        + ", ".join(f"{r.name} {r.id}" for r in running) + " — name one to resume it") if running else ""
+                raise LookupError(f"no failed or crashed {PIPELINE_FLOW} run on {client.api_url}{hint}")
             run = runs[0]
     return ResumeTarget(
         flow_run_id=str(run.id),
@@ -105,7 +113,8 @@ def find_flow_run(flow_run_id: str | None) -> ResumeTarget:
 
 def mark_superseded(target: ResumeTarget, tracking_uri: str) -> None:
     """A flow run killed with SIGKILL never reported its end: Prefect still shows it Running and MLflow its
-    parent run RUNNING. Resuming it says what happened: Crashed in Prefect, KILLED in MLflow."""
+    runs RUNNING. Resuming it (by id: the user says it is dead) records that: Crashed in Prefect, KILLED in
+    MLflow."""
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.states import Crashed

@@ -54,7 +54,7 @@ def distill_student(teacher: ModelConfig, generation: GenerationConfig, distill:
     def body(tmp: Path):
         job = TrainJob(teacher=teacher, generation=generation, distill=distill, responses=responses, student=student,
                        scrg=scrg, model_cache=run.model_cache, ckpt_dir=str(work / "checkpoints"), out=str(tmp),
-                       tracking_uri=mlflow.get_tracking_uri(), mlflow_run_id=mlflow.active_run().info.run_id)
+                       mlflow_run_id=mlflow.active_run().info.run_id)
         if run.distill_processes > 1:
             summary = train_data_parallel(job, run.distill_processes, work)
         else:
@@ -82,7 +82,8 @@ def distill_student(teacher: ModelConfig, generation: GenerationConfig, distill:
 
 # ------------------------------------------------------------------------------------ training
 class TrainJob(BaseModel):
-    """Everything the training needs, as JSON: it runs in this process, or in each rank of a torchrun job."""
+    """Everything the training needs, as JSON: it runs in this process, or in each rank of a torchrun job.
+    No tracking URI (it may hold a password): ranks inherit MLFLOW_TRACKING_URI, which stage_run set."""
 
     teacher: ModelConfig
     generation: GenerationConfig
@@ -93,7 +94,6 @@ class TrainJob(BaseModel):
     model_cache: str | None
     ckpt_dir: str
     out: str
-    tracking_uri: str
     mlflow_run_id: str
 
 
@@ -125,7 +125,7 @@ def train_and_save(job: TrainJob) -> TrainSummary:
     scrg_table = read_dataset(output_path(job.scrg, "scrg")) if job.distill.method == "mgsr" else None
     t = load_model(job.teacher, job.model_cache)
     s = load_student(job.student, t, job.teacher, job.model_cache)
-    client = MlflowClient(job.tracking_uri)
+    client = MlflowClient()  # the stage's tracking URI (this process's, or inherited by a rank)
 
     def log_step(step: int, metrics: dict[str, float]) -> None:  # rank 0 only (the Trainer's rule)
         stamp = int(time.time() * 1000)
@@ -156,21 +156,44 @@ def train_and_save(job: TrainJob) -> TrainSummary:
 
 def train_data_parallel(job: TrainJob, processes: int, work: Path) -> TrainSummary:
     """Run train_and_save in `processes` ranks under torchrun (gloo on CPU, nccl with one GPU per rank) and
-    read rank 0's summary back. The ranks' output goes to this process's terminal."""
+    read rank 0's summary back. The ranks' output goes to this process's terminal.
+
+    torchrun starts each rank in a session of its own, so killing this process's group would not reach
+    them: torchrun gets SIGTERM when this process exits for any reason (PR_SET_PDEATHSIG, even on SIGKILL)
+    or when the stage fails, and it stops its ranks. No rank outlives the stage to race a resumed run."""
     work.mkdir(parents=True, exist_ok=True)
     spec = work / "train_job.json"
     spec.write_text(job.model_dump_json())
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", "tasks.distill_student", str(spec)]
     log.info("distillation on %d processes: %s", processes, " ".join(command))
-    done = subprocess.run(command)
+    agent = subprocess.Popen(command, preexec_fn=_terminate_with_parent)
+    try:
+        returncode = agent.wait()
+    finally:
+        if agent.poll() is None:
+            agent.terminate()
+            try:
+                agent.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+        spec.unlink(missing_ok=True)
     summary_file = Path(job.out) / SUMMARY
-    if done.returncode != 0 or not summary_file.is_file():
-        raise RuntimeError(f"distillation on {processes} processes failed (torchrun exit code {done.returncode}; "
+    if returncode != 0 or not summary_file.is_file():
+        raise RuntimeError(f"distillation on {processes} processes failed (torchrun exit code {returncode}; "
                            "the ranks' output is above); rerun to resume from its last checkpoint")
     summary = TrainSummary.model_validate_json(summary_file.read_text())
     summary_file.unlink()  # not an output of the stage
     return summary
+
+
+def _terminate_with_parent() -> None:
+    """In the torchrun child, before exec: the kernel sends it SIGTERM when its parent dies (Linux)."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 SUMMARY = ".train_summary.json"
@@ -184,6 +207,11 @@ def _rank_main(spec: str) -> None:
     job = TrainJob.model_validate_json(Path(spec).read_text())
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if job.teacher.device != "cpu" and torch.cuda.is_available():
+        visible = torch.cuda.device_count()
+        if local_rank >= visible:
+            raise RuntimeError(f"rank {local_rank} needs GPU {local_rank} but {visible} are visible "
+                               f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); "
+                               "give the worker one GPU per process (prefect.yaml job variables)")
         torch.cuda.set_device(local_rank)
         job = job.model_copy(update={"teacher": job.teacher.model_copy(update={"device": f"cuda:{local_rank}"})})
         dist.init_process_group("nccl")

@@ -165,6 +165,7 @@ def test_concurrent_runs_of_one_key_compute_it_once(tmp_path, lock_waits, caplog
     assert store.stage_dirs("s") == [store.path("s", "k")] and store.keys("s") == ["k"]
 
 
+@pytest.mark.timeout(60)  # a lock still held would block: fail instead of hanging
 def test_the_lock_is_released_when_the_body_fails(tmp_path):
     from tasks._stage import run_stage
 

@@ -99,6 +99,16 @@ def test_a_pool_dispatched_stage_runs_the_same_task_and_returns_its_manifest(wor
     for stage in STAGES:
         assert pooled["stages"][stage]["key"] == inline["stages"][stage]["key"], stage
     assert pooled["stages"]["generate_teacher"]["state"] == "Completed"
+    again = pipeline(str(SMOKE), [f"runtime.workdir={workdir / 'pool'}", "execution.gpu_stages=pool"])
+    assert {again["stages"][s]["state"] for s in STAGES} == {"Cached"}  # read back from the stage flow runs
+
+    # a worker whose checkout computes another cache key refuses to run the stage
+    def mismatched_run_deployment(name, parameters, timeout):
+        return fake_run_deployment(name, {**parameters, "key": "0" * 20}, timeout)
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", mismatched_run_deployment)
+    with pytest.raises(Exception, match="generate_teacher: .* ended Failed: .*this worker computes cache key"):
+        pipeline(str(SMOKE), [f"runtime.workdir={workdir / 'other'}", "execution.gpu_stages=pool"])
 
     # a stage whose flow run fails names the run and its state
     def failing_run_deployment(name, parameters, timeout):
@@ -120,3 +130,7 @@ def test_the_stage_flow_rejects_unknown_stages_and_inputs(workdir):
     with pytest.raises(ValueError, match=r"generate_teacher: unexpected inputs \['colour'\]"):
         run_stage_flow.fn("generate_teacher", {"colour": 1},
                           {"artifact_root": "x", "tracking_uri": "y", "experiment_id": "0"})
+    # the pipeline sends its MLflow URI redacted; a worker without its own MLFLOW_TRACKING_URI cannot use it
+    with pytest.raises(ValueError, match="has a password .* set MLFLOW_TRACKING_URI in this worker"):
+        run_stage_flow.fn("generate_teacher", {}, {"artifact_root": "x", "tracking_uri": "postgresql://u:***@h/db",
+                                                   "experiment_id": "0"})

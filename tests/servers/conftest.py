@@ -3,7 +3,7 @@
 one process worker per pool. Everything is started here and stopped at the end of the session.
 
 PostgreSQL itself is the machine's (127.0.0.1:5432, trust auth); SEMFLOW_TEST_POSTGRES overrides the
-admin URL. `.ci/run` starts it when it is down.
+admin URL. `make test` (the Makefile's `postgres` target) starts it when it is down.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class Services:
         log = self.root / f"{name}.log"
         self.logs.append(log)
         kwargs.setdefault("env", self.env)
-        proc = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-                                **kwargs)
+        with log.open("w") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
         self.procs.append(proc)
         return proc
 

@@ -218,9 +218,12 @@ def test_a_run_killed_during_distillation_is_finished_by_semflow_resume(services
     assert len(killed) == 1, [r.name for r in killed]
     killed_parent, killed_children = mlflow_parent(services, killed[0].id)
 
-    resumed = semflow("resume", "-c", SMOKE)
+    # by default resume picks only Failed/Crashed runs and names the Running one; by id it resumes it
+    refused = semflow("resume", "-c", SMOKE)
+    assert refused.returncode == 1 and str(killed[0].id) in " ".join(refused.stdout.split()), refused.stdout
+    resumed = semflow("resume", str(killed[0].id), "-c", SMOKE)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert str(killed[0].id) in resumed.stdout
+    assert str(killed[0].id) in " ".join(resumed.stdout.split())
 
     # Prefect: the killed run is marked Crashed; the new run's finished stages came back Cached
     assert prefect_client.read_flow_run(killed[0].id).state.name == "Crashed"
