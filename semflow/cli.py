@@ -80,7 +80,8 @@ def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt =
     """Each stage with its cache key and whether its artifact is already built."""
     cfg = _load(config, overrides)
     from semflow.store import ArtifactStore
-    from tasks import cade_align, distill_student, generate_teacher, init_student, prepare_data, scrg_correct
+    from tasks import (cade_align, distill_student, generate_teacher, init_student, prepare_data, scrg_correct,
+                       sedsi_index)
 
     store = ArtifactStore(artifact_root(cfg.runtime))
     table = Table(title=f"stages for {config}")
@@ -107,6 +108,11 @@ def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt =
     student = show(distill_student.STAGE, distill_student.cache_key(
         cfg.teacher, cfg.generation, cfg.distill, responses, initial, revised) if ready else None)
     show(cade_align.STAGE, cade_align.cache_key(cfg.cade, data, responses, student) if student else None)
+    if cfg.sedsi.enabled:
+        own_backbone = cfg.sedsi.backbone is not None  # else the distilled student is the backbone
+        show(sedsi_index.STAGE, sedsi_index.cache_key(cfg.teacher, cfg.generation, cfg.sedsi, data,
+                                                      None if own_backbone else student)
+             if data and (own_backbone or student) else None)
     console.print(table)
 
 
