@@ -6,6 +6,7 @@ PostgreSQL, process workers on the CPU and GPU pools (tests/servers/conftest.py 
   computed once, no artifact is clobbered, no "database is locked" anywhere;
 - a run SIGKILLed during distillation, finished by `semflow resume`: earlier stages Cached (Prefect's
   task-run states), training restarted from its last checkpoint, artifacts equal to an uninterrupted run;
+- a deployment run failing in its last stage, resumed through its deployment;
 - the MLflow UI in headless Chromium: parent run, nested stage runs, an artifact (screenshots).
 """
 
@@ -311,3 +312,44 @@ def test_the_mlflow_ui_shows_the_parent_its_stage_runs_and_an_artifact(services,
     assert json.loads(seen["artifact_text"])["stage"] == "distill_student"
     assert len(seen["screenshots"]) == 5 and all(Path(p).stat().st_size > 10_000 for p in seen["screenshots"])
     assert MlflowClient(services.mlflow_url).get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_a_failed_deployment_run_is_resumed_through_its_deployment(services, prefect_client, tmp_path):
+    """Stage k (sedsi_index) fails on a missing labelled-query file; once the file exists, `semflow resume`
+    (no id: the newest failed run) resubmits the run to its deployment and a worker finishes it."""
+    import pandas as pd
+
+    queries, qrels = tmp_path / "queries.jsonl", tmp_path / "qrels.jsonl"
+    work = tmp_path / "work"
+    overrides = [f"runtime.workdir={work}", f"sedsi.queries={{queries: {queries}, qrels: {qrels}}}"]
+    failed = wait_final(prefect_client, start_pipeline(services, overrides).id, services)
+    assert failed.state.is_failed(), failed.state
+    failed_parent, failed_children = mlflow_parent(services, failed.id)
+    assert sorted(failed_children) == sorted(STAGES[:6])  # everything before sedsi_index finished
+
+    [documents] = (work / "artifacts" / "prepare_data").glob("*/documents.parquet")
+    doc_ids = pd.read_parquet(documents)["doc_id"].astype(str).tolist()
+    queries.write_text("".join(json.dumps({"qid": f"q{i}", "query": f"about document {d}"}) + "\n"
+                               for i, d in enumerate(doc_ids[:2])))
+    qrels.write_text("".join(json.dumps({"qid": f"q{i}", "doc_id": d, "relevance": 1}) + "\n"
+                             for i, d in enumerate(doc_ids[:2])))
+
+    env = {**services.env, "PREFECT_HOME": str(tmp_path / "prefect-client")}
+    resumed = subprocess.run([str(BIN / "semflow"), "resume", "-c", SMOKE], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=900)
+    out = " ".join(resumed.stdout.split())
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert str(failed.id) in out and "Completed" in out
+
+    parents = {}
+    for run in prefect_client.read_flow_runs():
+        if run.deployment_id == failed.deployment_id and run.id != failed.id and run.state.is_completed():
+            parent, children = mlflow_parent(services, run.id)
+            if parent.data.tags.get("semflow.resumed_from_flow_run") == str(failed.id):
+                parents[run.id] = (run, parent, children)
+    [(run, parent, children)] = parents.values()
+    assert run.work_pool_name == "semflow-cpu" and run.parameters["resume_of"] == str(failed.id)
+    assert task_states(prefect_client, run.id) == {**{s: "Cached" for s in STAGES[:6]}, "sedsi_index": "Completed"}
+    assert sorted(children) == ["sedsi_index"]
+    for stage in STAGES[:6]:
+        assert parent.data.tags[f"semflow.{stage}.run_id"] == failed_children[stage][0].info.run_id
