@@ -151,7 +151,7 @@ class ArtifactStore:
 
     def keys(self, stage: str) -> list[str]:
         """The keys of the stage's complete artifacts, sorted; works for every kind of root."""
-        return [key for key in self._listed(stage) if self.manifest(stage, key) is not None]
+        return [m.key for m in self.manifests(stage)]
 
     def manifests(self, stage: str) -> list[StageManifest]:
         """The manifests of the stage's complete artifacts, in key order."""
