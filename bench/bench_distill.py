@@ -107,7 +107,7 @@ def run_variant(args) -> dict:
 def run_scrg(args) -> dict:
     import torch
 
-    from components.distill.scrg import sample_responses, scrg_correct
+    from components.distill.scrg import sample_responses, correct_and_regenerate
     from components.models.tiny import byte_tokenizer
     from semflow.config import ScrgConfig
 
@@ -131,7 +131,7 @@ def run_scrg(args) -> dict:
     sample_responses(student, tok, prompts[:2], plain_cfg.model_copy(update={"max_new_tokens": 4}))
     samples, sample_s = timed(lambda: sample_responses(student, tok, prompts, cfg))
     _, plain_s = timed(lambda: sample_responses(student, tok, prompts, plain_cfg))
-    result, scrg_s = timed(lambda: scrg_correct(teacher, student, tok, prompts, samples, cfg, progress=False))
+    result, scrg_s = timed(lambda: correct_and_regenerate(teacher, student, tok, prompts, samples, cfg, progress=False))
     return {"sample_seconds": sample_s, "plain_sample_seconds": plain_s, "scrg_seconds": scrg_s,
             "ratio": scrg_s / sample_s, "corrected": sum(bool(p) for p in result.positions),
             "regenerated_tokens": sum(result.regenerated), "sampled_tokens": sum(len(x) for x in samples)}

@@ -38,7 +38,7 @@ def main() -> None:
 
     from bench._shapes import llama
     from components.data import build_documents
-    from components.distill.trainer import Trainer
+    from components.training.trainer import Trainer
     from components.models.tiny import byte_tokenizer
     from components.sedsi import RehearsalSettings, build_pairs
     from components.sedsi.descriptions import Descriptions

@@ -1,107 +1,151 @@
-"""The semflow pipeline as one Prefect flow: data prep -> teacher generation -> student initialisation
--> SCRG -> distillation -> CADE alignment of the corpora and of the generated text -> SE-DSI indexing
-of the documents (the distilled student as backbone; `sedsi.enabled: false` leaves it out).
+"""The semflow pipeline as one Prefect flow over the DAG declared in semflow/dag.py:
+
+    prepare_data -> generate_teacher -> init_student -> scrg_correct -> distill_student -> cade_align
+                 -> describe_documents ------------------------------------------------> sedsi_index
 
 Run it::
 
-    semflow run --config configs/default.yaml --set generation.max_new_tokens=64
+    semflow run --config configs/smoke.yaml                  # the whole pipeline in about a minute
+    semflow run --config configs/default.yaml --until distill_student
 
-Each stage is a cached Prefect task that returns a small manifest (artifact URI, digest, MLflow run
-id, metrics). An unchanged rerun comes back Cached for every stage and loads no model; a changed
-setting reruns its stage and everything downstream. SCRG runs only for the MGSR method (the baselines
-train on teacher responses or references).
-
-With `execution.gpu_stages: pool` the heavy stages run as flow runs of their own deployments on the GPU
-work pool (flows/stage.py); everything else, and the bookkeeping, stays in this flow.
-`semflow resume` reruns a failed or killed flow run with its own parameters: its finished stages come
-back Cached and training continues from its last checkpoint.
+Every stage is a task submitted as soon as the stages it reads have finished, so independent branches
+run at the same time (describe_documents beside the distillation branch, cade_align beside
+sedsi_index); `execution.parallel: false` runs them one after another. Each stage returns a small
+manifest (artifact URI, digest, MLflow run id, metrics) and comes back `Cached`, loading no model, when
+the artifact store already holds its key. With `execution.gpu_stages: pool` the heavy stages run as
+flow runs of their own deployments on the GPU work pool (flows/stage.py). `semflow resume` reruns a
+failed or killed flow run with its own parameters: finished stages come back Cached and training
+continues from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
-from prefect.tasks import Task
+from prefect.states import Completed
 
-from flows.stage import dispatch, run_cached, stage_inputs
-from semflow.config import ExecutionConfig, load_config
+from semflow.config import load_config
+from semflow.dag import Stage, enabled, upstream_closure
+from semflow.plan import plan, stage_inputs
 from semflow.runtime import RunContext, prepare_environment
 from semflow.store import StageManifest
-from semflow.tracking import finish_parent, start_parent
-from tasks.cade_align import cade_align
-from tasks.distill_student import distill_student
-from tasks.generate_teacher import generate_teacher
-from tasks.init_student import init_student
-from tasks.prepare_data import prepare_data
-from tasks.scrg_correct import scrg_correct
-from tasks.sedsi_index import sedsi_index
+from semflow.tracking import finish_parent, start_parent, tracking_store
 
 
 @flow(name="semflow-pipeline")
-def pipeline(
-    config_path: str = "configs/default.yaml", overrides: list[str] | None = None, resume_of: str | None = None
-) -> dict[str, Any]:
-    """`resume_of`: the flow run this one resumes (set by `semflow resume`); recorded on the MLflow parent."""
+def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | None = None,
+             resume_of: str | None = None, until: list[str] | None = None,
+             only: list[str] | None = None) -> dict[str, Any]:
+    """`until`: run these stages and everything upstream of them; `only`: run just these, upstream
+    artifacts read from the store (they must be built). `resume_of`: the flow run this one resumes (set by
+    `semflow resume`); recorded on the MLflow parent."""
     cfg = load_config(config_path, overrides or [])
     prepare_environment(cfg.runtime)
+    selected = select(cfg, until, only)
     run = start_parent(cfg, config_path, str(flow_run.id) if flow_run.id else None, resume_of)
-    stages = StageRecorder(run, cfg.execution)
+    futures: dict[str, PrefectFuture] = {}
+    upstream = {p.stage.name: p.manifest for p in plan(cfg)} if only else {}
     try:
-        data = stages.run(prepare_data, cfg.data)
-        responses = stages.run(generate_teacher, cfg.teacher, cfg.generation, data)
-        initial = stages.run(init_student, cfg.teacher, cfg.student, cfg.generation, cfg.distill, responses)
-        revised = None
-        if cfg.distill.method == "mgsr":
-            revised = stages.run(
-                scrg_correct, cfg.teacher, cfg.generation, cfg.scrg, responses, initial, cfg.distill.on_long_prompt
-            )
-        student = stages.run(
-            distill_student, cfg.teacher, cfg.generation, cfg.distill, responses, initial, revised
-        )
-        stages.run(cade_align, cfg.cade, data, responses, student)
-        if cfg.sedsi.enabled:
-            backbone = student if cfg.sedsi.backbone is None else None
-            stages.run(sedsi_index, cfg.teacher, cfg.generation, cfg.sedsi, data, backbone)
+        with tracking_store(run.tracking_uri):
+            for stage in selected:
+                inputs = stage_inputs(stage, cfg, {**upstream, **futures})
+                futures[stage.name] = submit(stage, inputs, run, cfg)
+                if not cfg.execution.parallel:
+                    futures[stage.name].wait()
+            wait(list(futures.values()))
+            summary = collect(futures)
     except BaseException:
-        finish_parent(run, "FAILED", stages.tags())
+        finish_parent(run, "FAILED", tags(summarise(futures)))
         raise
-    finish_parent(run, "FINISHED", stages.tags())
-    return {"mlflow_run_id": run.parent_run_id, "stages": stages.summary}
+    finish_parent(run, "FINISHED", tags(summary))
+    return {"mlflow_run_id": run.parent_run_id, "stages": summary}
 
 
-class StageRecorder:
-    """Runs stage tasks (inline, or on the GPU pool) and remembers, per stage, whether it ran or came from
-    the cache."""
+def select(cfg, until: list[str] | None, only: list[str] | None) -> list[Stage]:
+    """The enabled stages a run executes, in declaration (topological) order."""
+    stages = enabled(cfg)
+    names = {s.name for s in stages}
+    for wanted in (until or []) + (only or []):
+        if wanted not in names:
+            raise ValueError(f"stage {wanted!r} is not part of this config's run; its stages: {', '.join(names)}")
+    if only:
+        missing = [p.stage.name for p in plan(cfg) if p.manifest is None and p.stage.name in
+                   upstream_closure(only, cfg) - set(only)]
+        if missing:
+            raise ValueError(f"--only {','.join(only)}: upstream stage(s) {', '.join(missing)} have no artifact "
+                             f"yet; run `semflow run --until {only[0]}` first")
+        return [s for s in stages if s.name in only]
+    if until:
+        keep = upstream_closure(until, cfg)
+        return [s for s in stages if s.name in keep]
+    return stages
 
-    def __init__(self, run: RunContext, execution: ExecutionConfig | None = None):
-        self.run_ctx = run
-        self.execution = execution or ExecutionConfig()
-        self.summary: dict[str, dict[str, Any]] = {}
 
-    def run(self, stage_task: Task, *inputs: Any) -> StageManifest:
-        named = stage_inputs(stage_task, inputs)
-        if self.execution.gpu_stages == "pool" and stage_task.name in self.execution.pool_stages:
-            manifest, state_name = dispatch(stage_task.name, named, self.run_ctx, self.execution.stage_timeout_s)
-        else:
-            manifest, state_name = run_cached(stage_task, self.run_ctx, **named)
-        return self._record(manifest, state_name)
+def submit(stage: Stage, inputs: dict[str, Any], run: RunContext, cfg) -> PrefectFuture:
+    """Submit one stage: its cached task in this process, or a dispatch to its GPU-pool deployment.
+    Upstream futures among the inputs are resolved by Prefect before the stage starts."""
+    if cfg.execution.gpu_stages == "pool" and stage.name in cfg.execution.pool_stages:
+        return dispatch_stage.with_options(name=f"{stage.name}@pool").submit(
+            stage.name, inputs, run, cfg.execution.stage_timeout_s)
+    stage_task = getattr(importlib.import_module(stage.task_module), stage.name)
+    return stage_task.submit(**inputs, run=run)
 
-    def _record(self, manifest: StageManifest, state_name: str) -> StageManifest:
-        self.summary[manifest.stage] = {
-            "state": state_name,
-            "key": manifest.key,
-            "uri": manifest.uri,
-            "mlflow_run_id": manifest.mlflow_run_id,
-            "metrics": manifest.metrics,
-        }
-        return manifest
 
-    def tags(self) -> dict[str, str]:
-        tags = {}
-        for stage, info in self.summary.items():
-            tags[f"semflow.{stage}.state"] = info["state"]
-            tags[f"semflow.{stage}.run_id"] = info["mlflow_run_id"] or ""
-            tags[f"semflow.{stage}.artifact"] = info["uri"]
-        return tags
+@task(name="dispatch")
+def dispatch_stage(stage: str, inputs: dict[str, Any], run: RunContext, timeout_s: float | None):
+    """The stage as a flow run of `semflow-stage/<stage>` on the GPU pool; Cached when it was cached there."""
+    from flows.stage import dispatch
+
+    manifest, state_name = dispatch(stage, inputs, run, timeout_s)
+    return Completed(data=manifest, name=state_name if state_name == "Cached" else "Completed")
+
+
+def summarise(futures: dict[str, PrefectFuture]) -> dict[str, dict[str, Any]]:
+    """Per stage: its state and, when it finished, its manifest's key, URI, MLflow run and metrics."""
+    summary: dict[str, dict[str, Any]] = {}
+    for name, future in futures.items():
+        state = future.state
+        info: dict[str, Any] = {"state": state.name, "key": "", "uri": "", "mlflow_run_id": None, "metrics": {}}
+        if state.is_completed():
+            manifest: StageManifest = future.result()
+            info.update(key=manifest.key, uri=manifest.uri, mlflow_run_id=manifest.mlflow_run_id,
+                        metrics=manifest.metrics)
+        summary[name] = info
+    return summary
+
+
+def collect(futures: dict[str, PrefectFuture]) -> dict[str, dict[str, Any]]:
+    """The summary; or the first failed stage's own exception, with a note naming the stage (downstream
+    stages never started)."""
+    for name, future in futures.items():
+        if future.state.is_failed() or future.state.is_crashed():
+            try:
+                future.result()
+            except Exception as err:
+                err.add_note(f"{STAGE_NOTE}{name}")
+                raise
+    return summarise(futures)
+
+
+STAGE_NOTE = "semflow stage: "
+
+
+def failed_stage(err: BaseException) -> str | None:
+    """The stage a pipeline error came from (the note `collect` adds), if any."""
+    for note in getattr(err, "__notes__", []):
+        if note.startswith(STAGE_NOTE):
+            return note.removeprefix(STAGE_NOTE)
+    return None
+
+
+def tags(summary: dict[str, dict[str, Any]]) -> dict[str, str]:
+    out = {}
+    for stage, info in summary.items():
+        out[f"semflow.{stage}.state"] = info["state"]
+        out[f"semflow.{stage}.run_id"] = info["mlflow_run_id"] or ""
+        out[f"semflow.{stage}.artifact"] = info["uri"]
+    return out

@@ -14,7 +14,6 @@ parent (the RunContext carries its id).
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 from typing import Any, get_type_hints
 from uuid import UUID
@@ -24,9 +23,11 @@ from prefect.tasks import Task
 from pydantic import TypeAdapter
 from pydantic_core import to_jsonable_python
 
-from semflow.config import POOL_STAGES
+from semflow.dag import POOL_STAGES
+from semflow.dag import stage as declared
 from semflow.runtime import RunContext, hub_offline, redact
 from semflow.store import ArtifactStore, StageManifest
+from semflow.tracking import tracking_store
 
 
 STAGE_FLOW = "semflow-stage"  # prefect.yaml deploys this flow once per stage as semflow-stage/<stage>
@@ -39,25 +40,11 @@ class StageDispatchError(RuntimeError):
 def stage_task(stage: str) -> Task:
     if stage not in POOL_STAGES:
         raise ValueError(f"unknown pool stage {stage!r}; expected one of {', '.join(POOL_STAGES)}")
-    return getattr(importlib.import_module(f"tasks.{stage}"), stage)
+    return getattr(importlib.import_module(declared(stage).task_module), stage)
 
 
-def stage_inputs(task: Task, args: tuple[Any, ...]) -> dict[str, Any]:
-    """The task's positional inputs by parameter name (without the per-run `run`)."""
-    bound = inspect.signature(task.fn).bind_partial(*args)
-    return dict(bound.arguments)
-
-
-def run_cached(task: Task, ctx: RunContext, **inputs: Any) -> tuple[StageManifest, str]:
-    """Run a stage task in this process; returns its manifest and final state name (Completed or Cached).
-    If Prefect remembered a result whose artifact has since been deleted, the stage runs again."""
-    state = task(**inputs, run=ctx, return_state=True)
-    manifest: StageManifest = state.result()
-    if ArtifactStore(ctx.artifact_root).manifest(manifest.stage, manifest.key) is None:
-        get_run_logger().warning("%s: cached artifact %s is gone; recomputing", manifest.stage, manifest.uri)
-        state = task.with_options(refresh_cache=True)(**inputs, run=ctx, return_state=True)
-        manifest = state.result()
-    return manifest, state.name
+def stage_key(stage: str, inputs: dict[str, Any]) -> str:
+    return importlib.import_module(declared(stage).task_module).key(**inputs).key
 
 
 @flow(name=STAGE_FLOW, flow_run_name="{stage_name}")
@@ -79,13 +66,14 @@ def run_stage_flow(stage_name: str, inputs: dict[str, Any], run: dict[str, Any],
     if unknown:
         raise ValueError(f"{stage_name}: unexpected inputs {unknown}")
     typed = {name: TypeAdapter(hints[name]).validate_python(value) for name, value in inputs.items()}
-    here = importlib.import_module(f"tasks.{stage_name}").cache_key(**typed)
+    here = stage_key(stage_name, typed)
     if key is not None and here != key:
         raise ValueError(f"{stage_name}: this worker computes cache key {here}, the pipeline expects {key}; "
                          "do both run the same checkout (prefect.yaml's pull step) and package versions?")
     get_run_logger().info("%s on this worker: CUDA_VISIBLE_DEVICES=%s, MLflow parent run %s", stage_name,
                           os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"), ctx.parent_run_id)
-    manifest, _ = run_cached(task, ctx, **typed)
+    with tracking_store(ctx.tracking_uri):
+        manifest: StageManifest = task(**typed, run=ctx)
     return manifest.model_dump(mode="json")
 
 
@@ -96,7 +84,7 @@ def dispatch(stage: str, inputs: dict[str, Any], ctx: RunContext,
     from prefect.deployments import run_deployment
 
     deployment = f"{STAGE_FLOW}/{stage}"
-    key = importlib.import_module(f"tasks.{stage}").cache_key(**inputs)  # the worker checks it computes the same
+    key = stage_key(stage, inputs)  # the worker checks it computes the same
     sent = ctx.model_copy(update={"tracking_uri": redact(ctx.tracking_uri)})  # no password into Prefect's database
     flow_run = run_deployment(
         name=deployment,

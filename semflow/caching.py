@@ -1,47 +1,109 @@
-"""Cache keys for pipeline stages: stage config + upstream content digests + component source.
+"""Cache keys for pipeline stages: what a stage reads (config values, upstream content digests) plus the
+source of every project module its task runs, found from the imports themselves.
 
 Prefect's TASK_SOURCE hashes only the task function's text, so an edit in components/ would keep a
-stale cache hit. The key here hashes every .py file of the packages a stage runs, and the upstream
-stages' *content* digests (not their keys), so a data-prep code change that yields the same data
-leaves generation cached. Per-run values (MLflow parent run id, paths) stay out of the key.
+stale cache hit, and a hand-kept module list goes stale the day someone adds an import. Here the task
+module's source is parsed (`ast`), every `import`/`from ... import` of a project package (components,
+semflow, tasks, flows) is followed, at any depth and inside functions too (heavy imports are lazy), and
+every file reached is hashed. Third-party code is not hashed: its versions are pinned in pyproject.toml.
+
+The upstream stages enter by their *content* digests (not their keys), so a data-prep code change that
+yields the same data leaves generation cached. Per-run values (MLflow parent run id, paths) stay out.
 
 Example::
 
-    key = stage_key("generate_teacher", {"generation": cfg.generation}, {"prompts": digest},
-                    ["components.generation", "components.models", "tasks.generate_teacher"])
+    key = StageKey(stage="generate_teacher", config={"teacher": teacher, "generation": generation},
+                   upstream={"prompts": prepare_data.output("prompts").digest})
+    key.key        # 20 hex digits: config + upstream + source of tasks.generate_teacher's import closure
+    key.params()   # the same values, flattened, as the stage's MLflow params
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
-import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 KEY_LENGTH = 20
+PROJECT_PACKAGES = ("components", "semflow", "tasks", "flows")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """The file of project module `name` under `root` (a package's __init__.py), or None if absent."""
+    base = root.joinpath(*name.split("."))
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+def _imports(name: str, file: Path, root: Path) -> set[str]:
+    """Project modules that `file` (module `name`) imports, anywhere in its body."""
+    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_bytes(), filename=str(file))):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from . import x / from ..a import b
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            # `from pkg import sub` may name a submodule as well as an attribute
+            candidates = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for candidate in candidates:
+            if candidate.split(".")[0] not in PROJECT_PACKAGES:
+                continue
+            # importing a.b.c runs a/__init__ and a/b/__init__ too
+            parts = candidate.split(".")
+            for k in range(1, len(parts) + 1):
+                prefix = ".".join(parts[:k])
+                if _module_file(prefix, root) is not None:
+                    found.add(prefix)
+    return found
+
+
+def import_closure(module: str, root: Path = REPO_ROOT) -> dict[str, Path]:
+    """Every project module `module` imports, transitively (itself included), with its file under `root`."""
+    first = _module_file(module, root)
+    if first is None:
+        raise ValueError(f"cache key: project module {module!r} not found under {root}")
+    files, todo = {}, [module]
+    while todo:
+        name = todo.pop()
+        if name in files:
+            continue
+        file = _module_file(name, root)
+        if file is None:
+            continue
+        files[name] = file
+        todo.extend(_imports(name, file, root) - files.keys())
+    return files
+
+
+def closure_digest(module: str, root: Path = REPO_ROOT) -> str:
+    """sha256 over the names and bytes of every file in `module`'s import closure."""
+    digest = hashlib.sha256()
+    for name, file in sorted(import_closure(module, root).items()):
+        digest.update(f"{name}\0".encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 @lru_cache(maxsize=None)
-def source_digest(modules: tuple[str, ...]) -> str:
-    """sha256 over the source files of the given modules or packages (recursively, sorted)."""
-    digest = hashlib.sha256()
-    for name in sorted(modules):
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise ValueError(f"cache key: module {name!r} not found")
-        if spec.submodule_search_locations:  # a package: every .py file below it
-            root = Path(next(iter(spec.submodule_search_locations)))
-            files = sorted(root.rglob("*.py"))
-        else:
-            root, files = Path(spec.origin).parent, [Path(spec.origin)]
-        for file in files:
-            digest.update(f"{name}:{file.relative_to(root).as_posix()}\0".encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
+def _cached_closure_digest(module: str) -> str:
+    return closure_digest(module)
 
 
 def _plain(value: Any) -> Any:
@@ -54,17 +116,45 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def stage_key(stage: str, config: dict[str, Any], upstream: dict[str, str], modules: list[str] | tuple[str, ...]) -> str:
-    payload = json.dumps(
-        {
-            "stage": stage,
-            "config": _plain(config),
-            "upstream": dict(sorted(upstream.items())),
-            "source": source_digest(tuple(modules)),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
+class StageKey(BaseModel):
+    """What one stage's artifact depends on. Its cache key and its MLflow params derive from this one
+    object, so the two cannot drift apart."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    stage: str
+    config: dict[str, Any]  # the config values the stage reads
+    upstream: dict[str, str]  # content digests of the inputs it reads
+    module: str | None = None  # the module whose import closure is hashed (default: tasks.<stage>)
+
+    @property
+    def source(self) -> str:
+        return _cached_closure_digest(self.module or f"tasks.{self.stage}")
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps(
+            {"stage": self.stage, "config": _plain(self.config), "upstream": dict(sorted(self.upstream.items())),
+             "source": self.source},
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
+
+    def params(self) -> dict[str, Any]:
+        """The key's inputs as flat MLflow params: `section.field` values and `upstream.<name>` digests."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict) and value:
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                flat[prefix] = value
+
+        walk("", _plain(self.config))
+        flat.update({f"upstream.{k}": v for k, v in sorted(self.upstream.items())})
+        flat["source"] = self.source[:KEY_LENGTH]
+        return flat
 
 
 def file_digest(path: str | Path) -> str:

@@ -319,3 +319,14 @@ def _install(tmp: Path, target: Path) -> None:
     except OSError as err:
         log.debug("%s: not installed (%s); a concurrent copy is kept", target, err)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def digest_dir(path: Path) -> str:
+    """sha256 over a folder's relative file names and bytes (a saved model: weights, config, tokenizer)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

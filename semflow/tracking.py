@@ -96,23 +96,47 @@ def finish_parent(ctx: RunContext, status: str, tags: dict[str, str]) -> None:
 
 @contextmanager
 def stage_run(ctx: RunContext, stage: str, params: dict[str, Any]) -> Iterator[mlflow.ActiveRun]:
-    """A child run of the pipeline's parent; FAILED if the body raises.
-
-    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which `semflow.runtime.tracking_uri`
-    reads as the user's choice; restore it afterwards so one pipeline run does not redirect the next
-    one in the same process (tests, notebooks) to its store.
-    """
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    """A child run of the pipeline's parent; FAILED if the body raises. The active run is per thread, so
+    stages running at the same time in one process each have their own; the tracking URI is process-wide
+    and the same for all of them (see tracking_store)."""
     mlflow.set_tracking_uri(ctx.tracking_uri)
+    with mlflow.start_run(
+        experiment_id=ctx.experiment_id,
+        run_name=stage,
+        parent_run_id=ctx.parent_run_id,
+        nested=ctx.parent_run_id is not None,
+        tags={"semflow.stage": stage},
+    ) as run:
+        mlflow.log_params(flatten(params))
+        yield run
+
+
+@contextmanager
+def tracking_store(uri: str) -> Iterator[None]:
+    """MLflow's fluent API pointed at `uri` for a whole pipeline run, then restored.
+
+    mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which `semflow.runtime.tracking_uri` reads
+    as the user's choice; restoring it afterwards keeps one pipeline run from redirecting the next one in
+    the same process (tests, notebooks) to its store. Restoring per stage instead would pull the store
+    from under a concurrent stage."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
     try:
-        with mlflow.start_run(
-            experiment_id=ctx.experiment_id,
-            run_name=stage,
-            parent_run_id=ctx.parent_run_id,
-            nested=ctx.parent_run_id is not None,
-            tags={"semflow.stage": stage},
-        ) as run:
-            mlflow.log_params(flatten(params))
-            yield run
+        yield
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def register_model(name: str, description: str, run_id: str, artifact: str, tags: dict[str, str]) -> int:
+    """A new version of the registered model `name` (created on first use), its source the run's artifact
+    folder `artifact`; returns the version number."""
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as err:
+        if "already exists" not in str(err).lower():  # a concurrent run created it first: fine
+            raise
+    version = client.create_model_version(name, source=f"runs:/{run_id}/{artifact}", run_id=run_id, tags=tags)
+    return int(version.version)

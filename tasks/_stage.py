@@ -1,94 +1,167 @@
-"""The part every stage task shares: store lookup, MLflow child run, atomic write, manifest.
+"""The stage runner every stage task shares: cache key, store lookup, MLflow child run, atomic write.
 
-A stage task computes its cache key, then calls `run_stage(...)` with a `body(tmp_dir)` that writes
-the stage's files into a temporary directory and returns their refs and metrics. `run_stage` returns
-the existing manifest when the store already holds the key (e.g. Prefect's result cache was cleared),
-and otherwise runs the body inside an MLflow child run and publishes the finished directory (a rename,
-or an upload for a URL store). It holds the store's lock for the key meanwhile, so two runs of the same
-config started together compute each stage once: the second waits, then finds the first's artifact.
-Stages read upstream files through `output_path`, which works for local and URL stores alike.
+A stage task module defines `key(...) -> StageKey` (what its artifact depends on) and the task itself,
+decorated with `@cached_stage(key)`. Both take the stage's declared inputs by name (semflow.dag): its
+config sections and its upstream stages' manifests. The task calls `run_stage(key(...), run, body)`
+with a `body(out)` that writes the stage's files through `out` (an `Outputs` over a temporary
+directory) and returns `(metrics, previews)`.
+
+`run_stage` returns the existing manifest when the store already holds the key (e.g. Prefect's result
+cache was cleared), and otherwise runs the body inside an MLflow child run (params derived from the
+same StageKey as the cache key) and publishes the finished directory (a rename, or an upload for a URL
+store). It holds the store's lock for the key meanwhile, so two runs of the same config started
+together compute each stage once: the second waits, then finds the first's artifact.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 import logging
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 
-from semflow.caching import combine_digests
+from semflow.caching import StageKey, combine_digests
+from semflow.dag import stage as declared
 from semflow.runtime import RunContext
-from semflow.store import MANIFEST, ArtifactStore, OutputRef, StageManifest, local_dir
-from semflow.tracking import stage_run
+from semflow.store import MANIFEST, ArtifactStore, OutputRef, StageManifest, digest_dir, local_dir
 
 log = logging.getLogger(__name__)
 
-Body = Callable[[Path], tuple[dict[str, OutputRef], dict[str, float], dict[str, pd.DataFrame]]]
+
+class Outputs:
+    """The files a stage writes, each with its reference (path + content digest) for the manifest."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.refs: dict[str, OutputRef] = {}
+
+    def table(self, name: str, frame: pd.DataFrame) -> Path:
+        """`<name>.parquet` (components.data.write_dataset: stable bytes for equal frames)."""
+        from components.data import write_dataset
+
+        path = self.root / f"{name}.parquet"
+        info = write_dataset(frame, path)
+        self.refs[name] = OutputRef(path=path.name, digest=info.digest, rows=info.rows)
+        return path
+
+    def written_table(self, name: str) -> pd.DataFrame:
+        """`<name>.parquet` that something else wrote under the root (a training job): registered, returned."""
+        from components.data import content_digest, read_dataset
+
+        frame = read_dataset(self.root / f"{name}.parquet")
+        self.refs[name] = OutputRef(path=f"{name}.parquet", digest=content_digest(frame), rows=len(frame))
+        return frame
+
+    def folder(self, name: str, path: str | None = None) -> Path:
+        """A folder already written under the root (a saved model, embeddings): digested as a whole."""
+        folder = self.root / (path or name)
+        self.refs[name] = OutputRef(path=folder.relative_to(self.root).as_posix(), digest=digest_dir(folder))
+        return folder
 
 
-def cached_stage(stage: str, key_fn: Callable[..., str]):
-    """The Prefect task decorator of every stage: cached under our key, its manifest persisted as JSON
-    (Prefect's default result serializer pickles, and loading a pickle can run code)."""
+Body = Callable[[Outputs], tuple[dict[str, float], dict[str, pd.DataFrame]]]
+
+
+def cached_stage(key_fn: Callable[..., StageKey]):
+    """The Prefect task decorator of the stage whose module defines `key_fn`.
+
+    The artifact store is the cache: when it already holds the stage's key, the task returns that
+    manifest in a `Cached` state without calling the task body (no model loads); otherwise the body
+    computes the artifact. Prefect's own result cache is not used, so a deleted artifact can never
+    be "cached", and nothing is pickled into Prefect's result storage."""
     from prefect import task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.states import Completed
 
-    return task(name=stage, cache_key_fn=prefect_cache_key(stage, key_fn), persist_result=True,
-                result_serializer="json")
+    stage = declared(key_fn.__module__.rpartition(".")[2]).name
+
+    def decorate(fn: Callable[..., StageManifest]):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def cached_or_computed(*args: Any, **kwargs: Any):
+            inputs = signature.bind(*args, **kwargs).arguments
+            ctx: RunContext = inputs.pop("run")
+            key = key_fn(**inputs)
+            existing = ArtifactStore(ctx.artifact_root).manifest(stage, key.key)
+            if existing is not None:
+                return Completed(data=existing, name="Cached", message=f"artifact {existing.uri}")
+            import_stage_modules(fn.__module__)
+            return fn(*args, **kwargs)
+
+        return task(name=stage, cache_policy=NO_CACHE, persist_result=False)(cached_or_computed)
+
+    return decorate
 
 
-def prefect_cache_key(stage: str, key_fn: Callable[..., str]) -> Callable[[Any, dict[str, Any]], str]:
-    """A Prefect cache_key_fn that ignores per-run parameters (the RunContext) by construction."""
-
-    def cache_key_fn(_context: Any, parameters: dict[str, Any]) -> str:
-        inputs = {k: v for k, v in parameters.items() if k != "run"}
-        return f"{stage}-{key_fn(**inputs)}"
-
-    return cache_key_fn
+_IMPORT_LOCK = threading.Lock()
 
 
-def run_stage(stage: str, key: str, ctx: RunContext, params: dict[str, Any], body: Body) -> StageManifest:
+def import_stage_modules(module: str) -> None:
+    """Import every project module of a stage's import graph, one stage at a time.
+
+    Stages run in threads at the same time, and transformers' lazy module is not thread-safe: two
+    stages importing it at once fail with "cannot import name 'StaticCache' from 'transformers'". The
+    graph is the one the cache key hashes (semflow.caching.import_closure)."""
+    from semflow.caching import import_closure
+
+    with _IMPORT_LOCK:
+        for name in sorted(import_closure(module)):
+            importlib.import_module(name)
+
+
+def run_stage(key: StageKey, ctx: RunContext, body: Body) -> StageManifest:
     store = ArtifactStore(ctx.artifact_root)
-    existing = store.manifest(stage, key)
+    existing = store.manifest(key.stage, key.key)
     if existing is not None:
-        log.info("%s: artifact %s already in the store, not recomputed", stage, key)
+        log.info("%s: artifact %s already in the store, not recomputed", key.stage, key.key)
         return existing
-    with store.lock(stage, key):
+    with store.lock(key.stage, key.key):
         # Look again: a concurrent run holding the lock may have finished this artifact while we waited.
-        existing = store.manifest(stage, key)
+        existing = store.manifest(key.stage, key.key)
         if existing is not None:
             log.info("%s: artifact %s was computed by a concurrent run while this one waited; not recomputed",
-                     stage, key)
+                     key.stage, key.key)
             return existing
-        manifest = _compute(store, stage, key, ctx, params, body)
+        manifest = _compute(store, key, ctx, body)
         # The artifact is complete: scratch that only served to resume it (training checkpoints) goes.
-        shutil.rmtree(store.work_dir(stage, key), ignore_errors=True)
+        shutil.rmtree(store.work_dir(key.stage, key.key), ignore_errors=True)
     return manifest
 
 
-def _compute(store: ArtifactStore, stage: str, key: str, ctx: RunContext, params: dict[str, Any],
-             body: Body) -> StageManifest:
-    with stage_run(ctx, stage, params) as run:
-        with store.writer(stage, key) as tmp:
-            outputs, metrics, previews = body(tmp)
+def _compute(store: ArtifactStore, key: StageKey, ctx: RunContext, body: Body) -> StageManifest:
+    import mlflow
+
+    from semflow.tracking import stage_run
+
+    stage = key.stage
+    with stage_run(ctx, stage, key.params()) as run:
+        with store.writer(stage, key.key) as tmp:
+            out = Outputs(tmp)
+            metrics, previews = body(out)
             manifest = store.finish(
                 tmp,
                 StageManifest(
                     stage=stage,
-                    key=key,
-                    uri=store.uri(stage, key),
-                    digest=combine_digests({name: ref.digest for name, ref in outputs.items()}),
-                    outputs=outputs,
+                    key=key.key,
+                    uri=store.uri(stage, key.key),
+                    digest=combine_digests({name: ref.digest for name, ref in out.refs.items()}),
+                    outputs=out.refs,
                     metrics=metrics,
                     mlflow_run_id=run.info.run_id,
                 ),
             )
-        kept = store.manifest(stage, key)
+        kept = store.manifest(stage, key.key)
         if kept is not None and kept.created != manifest.created:
             # Another machine published the same key first (the lock is per machine): its copy stays.
-            log.info("%s: artifact %s was published first by MLflow run %s; keeping that copy", stage, key,
+            log.info("%s: artifact %s was published first by MLflow run %s; keeping that copy", stage, key.key,
                      kept.mlflow_run_id)
             manifest = kept
         mlflow.log_metrics(metrics)
@@ -99,46 +172,28 @@ def _compute(store: ArtifactStore, stage: str, key: str, ctx: RunContext, params
     return manifest
 
 
+def work_dir(key: StageKey, ctx: RunContext) -> Path:
+    """Scratch that survives a crash (training checkpoints): removed once the artifact is complete."""
+    return ArtifactStore(ctx.artifact_root).work_dir(key.stage, key.key)
+
+
 def output_path(manifest: StageManifest, name: str) -> Path:
     """A local path to one output of a stage; from a URL store the artifact is fetched into the cache once."""
     return local_dir(manifest) / manifest.output(name).path
 
 
-def digest_dir(path: Path) -> str:
-    """sha256 over a folder's relative file names and bytes (a saved model: weights, config, tokenizer)."""
-    import hashlib
+def read_output(manifest: StageManifest, name: str) -> pd.DataFrame:
+    """One table output of an upstream stage."""
+    from components.data import read_dataset
 
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode())
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return read_dataset(output_path(manifest, name))
 
 
-def load_student(manifest: StageManifest, teacher_model, teacher_cfg, cache_root=None):
-    """The student saved by init_student, on the teacher's device and dtype, vocabulary checked."""
-    from components.models import LoadedModel, check_shared_vocab, load_model
+def load_stage_model(manifest: StageManifest, output: str, like, cache_root: str | None = None):
+    """The model a stage saved (a student, an index backbone), loaded with the device and dtype of the
+    ModelConfig `like` (the teacher's)."""
+    from components.models import load_model
 
-    spec = teacher_cfg.model_copy(update={"spec": str(output_path(manifest, "student"))})
-    student: LoadedModel = load_model(spec, cache_root)
-    student.name = f"{manifest.stage}/{manifest.key}"
-    check_shared_vocab(teacher_model.tokenizer, student.tokenizer, teacher_model.name, student.name)
-    return student
-
-
-def register_model(name: str, description: str, run_id: str, artifact: str, tags: dict[str, str]) -> int:
-    """A new version of the registered model `name` (created on first use), its source the run's artifact
-    folder `artifact`; returns the version number."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
-    try:
-        client.create_registered_model(name, description=description)
-    except MlflowException as err:
-        if "already exists" not in str(err).lower():  # a concurrent run created it first: fine
-            raise
-    version = client.create_model_version(name, source=f"runs:/{run_id}/{artifact}", run_id=run_id, tags=tags)
-    return int(version.version)
+    loaded = load_model(like.model_copy(update={"spec": str(output_path(manifest, output))}), cache_root)
+    loaded.name = f"{manifest.stage}/{manifest.key}"
+    return loaded

@@ -1,4 +1,5 @@
-"""Stage 1: prompts, documents and corpora from files, HF datasets or the built-in offline sources."""
+"""Stage prepare_data: prompts, documents and corpora from files, HF datasets or the built-in offline
+sources; validated (components/data: one error naming file, line and field), split, content-hashed."""
 
 from __future__ import annotations
 
@@ -6,14 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from semflow.caching import file_digest, stage_key
+from semflow.caching import StageKey, file_digest
 from semflow.config import DataConfig
 from semflow.runtime import RunContext
-from semflow.store import OutputRef, StageManifest
-from tasks._stage import cached_stage, run_stage
-
-STAGE = "prepare_data"
-MODULES = ("components.data", "tasks.prepare_data", "tasks._stage")
+from semflow.store import StageManifest
+from tasks._stage import Outputs, cached_stage, run_stage
 
 
 def _file_digests(data: DataConfig) -> dict[str, str]:
@@ -32,8 +30,8 @@ def _file_digests(data: DataConfig) -> dict[str, str]:
     return digests
 
 
-def cache_key(data: DataConfig) -> str:
-    return stage_key(STAGE, {"data": data}, _file_digests(data), MODULES)
+def key(data: DataConfig) -> StageKey:
+    return StageKey(stage="prepare_data", config={"data": data}, upstream=_file_digests(data))
 
 
 def _metrics(name: str, frame: pd.DataFrame) -> dict[str, float]:
@@ -50,21 +48,20 @@ def _metrics(name: str, frame: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
-@cached_stage(STAGE, cache_key)
+@cached_stage(key)
 def prepare_data(data: DataConfig, run: RunContext) -> StageManifest:
-    from components.data import build_corpora, build_documents, build_prompts, write_dataset
+    from components.data import build_corpora, build_documents, build_prompts
 
-    def body(tmp: Path):
+    def body(out: Outputs):
         frames = {
             "prompts": build_prompts(data.prompts, data.split),
             "documents": build_documents(data.documents),
             "corpora": build_corpora(data.corpora),
         }
-        outputs, metrics = {}, {}
+        metrics = {}
         for name, frame in frames.items():
-            info = write_dataset(frame, tmp / f"{name}.parquet")
-            outputs[name] = OutputRef(path=f"{name}.parquet", digest=info.digest, rows=info.rows)
+            out.table(name, frame)
             metrics |= _metrics(name, frame)
-        return outputs, metrics, frames
+        return metrics, frames
 
-    return run_stage(STAGE, cache_key(data), run, {"data": data}, body)
+    return run_stage(key(data), run, body)

@@ -41,7 +41,7 @@ def workdir(tmp_path, prefect_server):
 def crash_after_checkpoint(monkeypatch, stage: str) -> None:
     """Make the Trainer raise right after writing a checkpoint of `stage` (its checkpoints live under
     `<artifact_root>/<stage>/.<key>.work/`): a run that fails mid-training, to resume from there."""
-    from components.distill import trainer
+    from components.training import trainer
 
     original = trainer.Trainer.save
 

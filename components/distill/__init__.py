@@ -1,11 +1,12 @@
 """MGSR distillation (Liu et al. 2024): SCRG correction, DAC-KL and span-correlation losses, the
-baselines beside them, a resumable trainer and ROUGE-L evaluation.
+baselines beside them, and ROUGE-L evaluation.
 
 Usage::
 
-    from components.distill import Objective, Trainer, scrg_correct, student_loss_fn
+    from components.distill import Objective, correct_and_regenerate, student_loss_fn
+    from components.training import Trainer
 
-    revised = scrg_correct(teacher, student, tok, prompt_ids, sampled_ids, cfg.scrg).revised
+    revised = correct_and_regenerate(teacher, student, tok, prompt_ids, sampled_ids, cfg.scrg).revised
     objective = Objective(cfg.distill)
     trainer = Trainer(student, student_loss_fn(student, teacher, objective, 512), examples, collate_fn,
                       cfg.distill.train, ckpt_dir, extra_modules={"objective": objective},
@@ -20,15 +21,14 @@ from components.distill.scrg import (
     ScrgResult,
     revise_mixed,
     sample_responses,
-    scrg_correct,
+    correct_and_regenerate,
     select_correction,
     token_divergence,
 )
 from components.distill.spans import PhraseChunker, pair_starts
-from components.distill.trainer import Trainer, TrainResult
 
 __all__ = [
-    "BuildReport", "DistillDataError", "Example", "Objective", "PhraseChunker", "ScrgResult", "TrainResult",
-    "Trainer", "build_examples", "collate", "distill_loss", "pair_starts", "rouge_l", "sample_responses",
-    "revise_mixed", "scrg_correct", "select_correction", "student_loss_fn", "token_divergence", "tokenize_prompts",
+    "BuildReport", "DistillDataError", "Example", "Objective", "PhraseChunker", "ScrgResult",
+    "build_examples", "collate", "distill_loss", "pair_starts", "rouge_l", "sample_responses",
+    "revise_mixed", "correct_and_regenerate", "select_correction", "student_loss_fn", "token_divergence", "tokenize_prompts",
 ]

@@ -49,7 +49,7 @@ def tokenize_prompts(tokenizer, texts: list[str], max_prompt_tokens: int, on_lon
         names = [ids[k] if ids else k for k in long[:5]]
         raise DistillDataError(
             f"{len(long)} prompts exceed generation.max_prompt_tokens={max_prompt_tokens} "
-            f"(first: {names}); raise the limit or set distill.on_long_prompt=truncate"
+            f"(first: {names}); raise the limit or set generation.on_long_prompt=truncate"
         )
     return [e[-max_prompt_tokens:] for e in encoded], len(long)
 

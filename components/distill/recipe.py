@@ -38,7 +38,7 @@ from components.distill.evaluate import rouge_l
 from components.distill.objective import Objective, student_loss_fn
 from components.distill.scrg import sample_responses
 from components.distill.spans import PhraseChunker
-from components.distill.trainer import Trainer, TrainResult, label_tokens
+from components.training.trainer import Trainer, TrainResult, label_tokens
 from components.generation import format_prompts, generate
 from semflow.config import DistillConfig, GenerationConfig, ScrgConfig
 
@@ -79,7 +79,7 @@ def training_data(method: str, responses: pd.DataFrame, scrg: pd.DataFrame | Non
         raise DistillDataError("the training split is empty: no 'train' rows in the teacher's responses")
     rendered = format_prompts(tokenizer, table["instruction"].tolist(), table["input"].tolist(),
                               generation.system_prompt)
-    prompts, truncated = tokenize_prompts(tokenizer, rendered, generation.max_prompt_tokens, cfg.on_long_prompt,
+    prompts, truncated = tokenize_prompts(tokenizer, rendered, generation.max_prompt_tokens, generation.on_long_prompt,
                                           ids=table["id"].tolist())
     texts, finished, replaced = table["response"].tolist(), table["finished"].tolist(), 0
     if method == "sft":

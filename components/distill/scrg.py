@@ -12,7 +12,7 @@ For each prompt x and a sequence y (a student sample, or the teacher's response 
 
 Example::
 
-    result = scrg_correct(teacher, student, tokenizer, prompt_ids, sampled_ids, ScrgConfig(rounds=1))
+    result = correct_and_regenerate(teacher, student, tokenizer, prompt_ids, sampled_ids, ScrgConfig(rounds=1))
     result.revised[0], result.positions[0], result.divergences[0]
 
 Sequences carry their EOS token when they ended with one: the EOS is a scored position like any other
@@ -182,7 +182,7 @@ def _correct_batch(teacher, student, prompts, seqs, settled, cfg: ScrgConfig, eo
     return results
 
 
-def scrg_correct(
+def correct_and_regenerate(
     teacher, student, tokenizer, prompts: list[list[int]], sequences: list[list[int]], cfg: ScrgConfig,
     progress: bool = True,
 ) -> ScrgResult:
@@ -257,7 +257,7 @@ def revise_mixed(
                       strict=True):
         sequences[i] = ids
     todo = list(range(n)) if cfg.correct_off_policy else rows
-    part = scrg_correct(teacher, student, tokenizer, [prompts[i] for i in todo], [sequences[i] for i in todo], cfg,
+    part = correct_and_regenerate(teacher, student, tokenizer, [prompts[i] for i in todo], [sequences[i] for i in todo], cfg,
                         progress=progress)
     result = ScrgResult(revised=[list(x) for x in sequences], positions=[[] for _ in range(n)],
                         divergences=[[] for _ in range(n)], regenerated=[0] * n)

@@ -8,6 +8,12 @@ Example::
     out.texts[0], out.new_tokens[0], out.tokens_per_second
 """
 
-from components.generation.batched import GenerationOutput, format_prompts, generate
+from components.generation.batched import (
+    GenerationOutput,
+    PromptTooLongError,
+    answer_prompts,
+    format_prompts,
+    generate,
+)
 
-__all__ = ["GenerationOutput", "format_prompts", "generate"]
+__all__ = ["GenerationOutput", "PromptTooLongError", "answer_prompts", "format_prompts", "generate"]

@@ -10,6 +10,7 @@ config give the same output on CPU whatever ran before in the process.
 
 A prompt longer than `max_prompt_tokens` keeps its last tokens (the chat template's assistant header
 and the end of the instruction matter most for what comes next); how many were cut is reported per row.
+With `on_long_prompt: fail` such a prompt raises PromptTooLongError before any decoding.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -140,6 +142,32 @@ def sampling_of(cfg) -> Sampling:
     return Sampling(do_sample=cfg.do_sample, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
 
 
+class PromptTooLongError(ValueError):
+    """A prompt over generation.max_prompt_tokens under on_long_prompt=fail."""
+
+
+def answer_prompts(model, tokenizer, prompts: pd.DataFrame, cfg: GenerationConfig,
+                   progress: bool = True) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The teacher-generation stage's work: `prompts` (instruction, input, ...) plus `response,
+    prompt_tokens, response_tokens, finished, prompt_tokens_cut`, and the stage's metrics."""
+    rendered = format_prompts(tokenizer, prompts["instruction"].tolist(), prompts["input"].tolist(),
+                              cfg.system_prompt)
+    out = generate(model, tokenizer, rendered, cfg, progress=progress)
+    responses = prompts.assign(response=out.texts, prompt_tokens=out.prompt_tokens, response_tokens=out.new_tokens,
+                               finished=out.finished, prompt_tokens_cut=out.truncated)
+    n = max(len(responses), 1)
+    metrics = {
+        "responses": float(len(responses)),
+        "tokens_per_second": out.tokens_per_second,
+        "generation_seconds": out.seconds,
+        "response_tokens_total": float(sum(out.new_tokens)),
+        "response_tokens_mean": sum(out.new_tokens) / n,
+        "finished_share": sum(out.finished) / n,
+        "prompts_truncated": float(sum(1 for t in out.truncated if t)),
+    }
+    return responses, metrics
+
+
 def generate(
     model, tokenizer, prompts: list[str], cfg: GenerationConfig, progress: bool = True
 ) -> GenerationOutput:
@@ -147,6 +175,11 @@ def generate(
     # The chat template already wrote BOS and role markers: do not let the tokenizer add them again.
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     truncated = [max(0, len(ids) - cfg.max_prompt_tokens) for ids in encoded]
+    too_long = [k for k, cut in enumerate(truncated) if cut]
+    if too_long and getattr(cfg, "on_long_prompt", "truncate") == "fail":
+        raise PromptTooLongError(
+            f"{len(too_long)} prompt(s) exceed generation.max_prompt_tokens={cfg.max_prompt_tokens} (rows "
+            f"{too_long[:5]}); raise the limit or set generation.on_long_prompt=truncate")
     encoded = [ids[-cfg.max_prompt_tokens :] for ids in encoded]
     eos = _eos_ids(model, tokenizer)
     if not eos:

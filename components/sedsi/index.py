@@ -3,7 +3,7 @@
 Build, evaluate, search and extend it:
 
     index = SedsiIndex.create(model, tokenizer, descriptions, titles, max_input_tokens=256)
-    result = train_index(index, pairs, TrainerConfig(), ckpt_dir)     # components.distill.trainer.Trainer
+    result = train_index(index, pairs, TrainerConfig(), ckpt_dir)     # components.training.trainer.Trainer
     hits = index.search(["who wrote the origin of species"], k=10)   # [[Hit(doc_id, title, ed, score), ...]]
     index.save("run/index"); SedsiIndex.load("run/index")
 
@@ -167,7 +167,7 @@ def train_index(index: SedsiIndex, pairs: list[IndexPair], cfg, ckpt_dir: str | 
                 on_log=None, progress: bool = True, max_steps: int | None = None):
     """Train the index's model on the pairs with the shared Trainer (checkpoints, resume, logging)."""
     from components.distill.losses import IGNORE
-    from components.distill.trainer import Trainer
+    from components.training.trainer import Trainer
 
     if not pairs:
         raise ValueError("no training pair: the document set is empty")

@@ -12,7 +12,7 @@ of the prefix trie (`IdEncoder.ed_ids`), so what is learnt is what decoding may 
 
 The loss is token cross-entropy with label smoothing (0.1 as in the paper) over the ED tokens; for a
 causal LM the logits are computed only at those positions (an [n, V] matrix for n ED tokens, not
-[B, T, V]). Training itself is components.distill.trainer.Trainer (checkpoints, resume, logging).
+[B, T, V]). Training itself is components.training.trainer.Trainer (checkpoints, resume, logging).
 
 Example::
 

@@ -16,7 +16,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_model
 
-from components.distill import Trainer, collate
+from components.distill import collate
+from components.training import Trainer
 from components.distill.data import IGNORE, Example
 from components.models.tiny import build_tiny_model
 from semflow.config import TinyModelConfig, TrainerConfig

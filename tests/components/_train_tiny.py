@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_model
 
-from components.distill import Objective, Trainer, build_examples, collate, student_loss_fn
+from components.distill import Objective, build_examples, collate, student_loss_fn
+from components.training import Trainer
 from components.models.tiny import build_tiny_model
 from semflow.config import DistillConfig, TinyModelConfig, TrainerConfig
 

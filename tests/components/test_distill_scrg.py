@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from components.distill.scrg import sample_responses, scrg_correct, select_correction, token_divergence
+from components.distill.scrg import sample_responses, correct_and_regenerate, select_correction, token_divergence
 from components.distill.spans import PhraseChunker, pair_starts
 from components.models.tiny import build_tiny_model
 from semflow.config import ScrgConfig, TinyModelConfig
@@ -53,7 +53,7 @@ def test_regeneration_from_the_prefix_cache_equals_generating_from_scratch(model
     teacher, student, tok = models
     prompts, seqs = _prompts(tok)
     cfg = ScrgConfig(do_sample=False, max_new_tokens=40, teacher_token="argmax", batch_size=3)
-    result = scrg_correct(teacher, student, tok, prompts, seqs, cfg, progress=False)
+    result = correct_and_regenerate(teacher, student, tok, prompts, seqs, cfg, progress=False)
     assert all(len(p) == 1 for p in result.positions)  # random models disagree somewhere
     for prompt, original, revised, (j,), regen in zip(
         prompts, seqs, result.revised, result.positions, result.regenerated, strict=True
@@ -72,7 +72,7 @@ def test_teacher_token_is_the_teachers_argmax_at_j(models):
     teacher, student, tok = models
     prompts, seqs = _prompts(tok)
     cfg = ScrgConfig(do_sample=False, max_new_tokens=40, teacher_token="argmax")
-    result = scrg_correct(teacher, student, tok, prompts, seqs, cfg, progress=False)
+    result = correct_and_regenerate(teacher, student, tok, prompts, seqs, cfg, progress=False)
     for prompt, original, revised, (j,) in zip(prompts, seqs, result.revised, result.positions, strict=True):
         with torch.no_grad():
             logits = teacher(torch.tensor([prompt + original[:j]])).logits[0, -1]
@@ -84,7 +84,7 @@ def test_agreeing_models_keep_the_sequence(models):
     prompts, _ = _prompts(tok)
     cfg = ScrgConfig(do_sample=False, max_new_tokens=12, teacher_token="argmax")
     greedy = sample_responses(student, tok, prompts, cfg)
-    result = scrg_correct(student, student, tok, prompts, greedy, cfg, progress=False)
+    result = correct_and_regenerate(student, student, tok, prompts, greedy, cfg, progress=False)
     assert result.revised == greedy and all(p == [] for p in result.positions)
 
 
@@ -92,10 +92,10 @@ def test_several_rounds_move_forward(models):
     teacher, student, tok = models
     prompts, seqs = _prompts(tok)
     cfg = ScrgConfig(rounds=3, max_new_tokens=30, seed=3)
-    result = scrg_correct(teacher, student, tok, prompts, seqs, cfg, progress=False)
+    result = correct_and_regenerate(teacher, student, tok, prompts, seqs, cfg, progress=False)
     for positions in result.positions:
         assert positions == sorted(set(positions)) and len(positions) >= 2
-    again = scrg_correct(teacher, student, tok, prompts, seqs, cfg, progress=False)
+    again = correct_and_regenerate(teacher, student, tok, prompts, seqs, cfg, progress=False)
     assert again.revised == result.revised  # seeded sampling reproduces
 
 

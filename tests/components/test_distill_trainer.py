@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components.distill import Objective, Trainer, build_examples, collate, student_loss_fn
+from components.distill import Objective, build_examples, collate, student_loss_fn
+from components.training import Trainer
 from components.distill.data import DistillDataError
 from components.models.tiny import build_tiny_model
 from semflow.config import DistillConfig, TinyModelConfig, TrainerConfig
@@ -106,7 +107,7 @@ def test_gkd_hook_resamples_on_policy_share_reproducibly():
 def test_checkpoint_rng_state_survives_a_weights_only_load(tmp_path):
     import numpy as np
 
-    from components.distill.trainer import _numpy_state_from_safe, _numpy_state_to_safe
+    from components.training.trainer import _numpy_state_from_safe, _numpy_state_to_safe
 
     np.random.seed(3)
     np.random.normal()  # leaves a cached gaussian in the state

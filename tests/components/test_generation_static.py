@@ -11,7 +11,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from components.distill.scrg import sample_responses, scrg_correct
+from components.distill.scrg import sample_responses, correct_and_regenerate
 from components.generation import format_prompts, generate
 from components.generation.batched import decode_batches, resolve_engine
 from components.generation.static import Sampling, StaticDecoder, filtered_scores, static_length
@@ -113,8 +113,8 @@ def test_scrg_regenerates_the_same_suffix_on_both_engines():
                      engine="plain")
     samples = sample_responses(student, tok, prompts, cfg)
     assert sample_responses(student, tok, prompts, cfg.model_copy(update={"engine": "static"})) == samples
-    plain = scrg_correct(teacher, student, tok, prompts, samples, cfg, progress=False)
-    static = scrg_correct(teacher, student, tok, prompts, samples, cfg.model_copy(update={"engine": "static"}),
+    plain = correct_and_regenerate(teacher, student, tok, prompts, samples, cfg, progress=False)
+    static = correct_and_regenerate(teacher, student, tok, prompts, samples, cfg.model_copy(update={"engine": "static"}),
                           progress=False)
     assert static.revised == plain.revised
     assert static.positions == plain.positions and sum(plain.regenerated) > 0

@@ -4,8 +4,7 @@ import threading
 
 import pytest
 
-from semflow.caching import source_digest, stage_key
-from semflow.config import GenerationConfig
+from semflow.caching import StageKey
 from semflow.store import ArtifactStore, OutputRef, StageManifest
 
 
@@ -49,29 +48,6 @@ def test_a_second_identical_write_keeps_the_first(tmp_path):
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["k"]
 
 
-def test_stage_key_follows_config_upstream_and_source():
-    modules = ("semflow.store",)
-    base = stage_key("gen", {"generation": GenerationConfig()}, {"prompts": "abc"}, modules)
-    assert base == stage_key("gen", {"generation": GenerationConfig()}, {"prompts": "abc"}, modules)
-    assert base != stage_key("gen", {"generation": GenerationConfig(max_new_tokens=3)}, {"prompts": "abc"}, modules)
-    assert base != stage_key("gen", {"generation": GenerationConfig()}, {"prompts": "abd"}, modules)
-    assert base != stage_key("gen", {"generation": GenerationConfig()}, {"prompts": "abc"}, ("semflow.caching",))
-
-
-def test_source_digest_sees_an_edit_anywhere_in_a_package(tmp_path, monkeypatch):
-    package = tmp_path / "fakecomp"
-    (package / "sub").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "sub" / "algo.py").write_text("X = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    before = source_digest.__wrapped__(("fakecomp",))
-    (package / "sub" / "algo.py").write_text("X = 2\n")
-    assert source_digest.__wrapped__(("fakecomp",)) != before
-    with pytest.raises(ValueError, match="module 'not_a_module_xyz' not found"):
-        source_digest.__wrapped__(("not_a_module_xyz",))
-    sys.modules.pop("fakecomp", None)
-
-
 # --------------------------------------------------------------------------- one computation per key
 def stage_context(tmp_path, artifact_root: str):
     """A RunContext for calling run_stage directly: MLflow in a sqlite file, no parent run."""
@@ -84,13 +60,19 @@ def stage_context(tmp_path, artifact_root: str):
     return RunContext(artifact_root=artifact_root, tracking_uri=uri, experiment_id=experiment)
 
 
+def stage_key(p: int = 1) -> StageKey:
+    """The key of a test stage "s" (its source: semflow.store's import graph)."""
+    return StageKey(stage="s", config={"p": p}, upstream={}, module="semflow.store")
+
+
 def text_body(text: str):
     """A stage body writing one file `x.txt`."""
     from semflow.caching import file_digest
 
-    def body(tmp):
-        (tmp / "x.txt").write_text(text)
-        return {"x": OutputRef(path="x.txt", digest=file_digest(tmp / "x.txt"), rows=1)}, {"rows": 1.0}, {}
+    def body(out):
+        (out.root / "x.txt").write_text(text)
+        out.refs["x"] = OutputRef(path="x.txt", digest=file_digest(out.root / "x.txt"), rows=1)
+        return {"rows": 1.0}, {}
 
     return body
 
@@ -118,7 +100,7 @@ def lock_waits(caplog):
     logger.removeHandler(handler)
 
 
-def run_concurrently(ctx, key: str, lock_waits) -> tuple[list[StageManifest], list[str]]:
+def run_concurrently(ctx, key: StageKey, lock_waits) -> tuple[list[StageManifest], list[str]]:
     """Two run_stage calls on one key, the second started while the first computes; the first finishes
     only once the second waits for the lock. Returns both manifests and which bodies ran."""
     from tasks._stage import run_stage
@@ -137,7 +119,7 @@ def run_concurrently(ctx, key: str, lock_waits) -> tuple[list[StageManifest], li
 
     def call(name, body):
         try:
-            results[name] = run_stage("s", key, ctx, {"p": 1}, body)
+            results[name] = run_stage(key, ctx, body)
         except BaseException as err:  # reported by the assertions below, not lost in the thread
             results[name] = err
 
@@ -155,14 +137,15 @@ def run_concurrently(ctx, key: str, lock_waits) -> tuple[list[StageManifest], li
 def test_concurrent_runs_of_one_key_compute_it_once(tmp_path, lock_waits, caplog):
     store = ArtifactStore(tmp_path / "artifacts")
     ctx = stage_context(tmp_path, str(store.root))
-    (first, second), ran = run_concurrently(ctx, "k", lock_waits)
+    key = stage_key()
+    (first, second), ran = run_concurrently(ctx, key, lock_waits)
     assert ran == ["first"]
-    assert second == first and first.uri == str(store.path("s", "k"))
-    assert (store.path("s", "k") / "x.txt").read_text() == "first"
+    assert second == first and first.uri == str(store.path("s", key.key))
+    assert (store.path("s", key.key) / "x.txt").read_text() == "first"
     assert "computed by a concurrent run while this one waited" in caplog.text
     # The lock file lives outside the stage folder, which holds artifacts only.
-    assert [p.name for p in (tmp_path / "artifacts" / "s").iterdir()] == ["k"]
-    assert store.stage_dirs("s") == [store.path("s", "k")] and store.keys("s") == ["k"]
+    assert [p.name for p in (tmp_path / "artifacts" / "s").iterdir()] == [key.key]
+    assert store.stage_dirs("s") == [store.path("s", key.key)] and store.keys("s") == [key.key]
 
 
 @pytest.mark.timeout(60)  # a lock still held would block: fail instead of hanging
@@ -172,13 +155,14 @@ def test_the_lock_is_released_when_the_body_fails(tmp_path):
     store = ArtifactStore(tmp_path / "artifacts")
     ctx = stage_context(tmp_path, str(store.root))
 
-    def broken(tmp):
+    def broken(out):
         raise RuntimeError("boom")
 
+    key = stage_key()
     with pytest.raises(RuntimeError, match="boom"):
-        run_stage("s", "k", ctx, {}, broken)
+        run_stage(key, ctx, broken)
     assert store.stage_dirs("s") == [] and not list((tmp_path / "artifacts" / "s").iterdir())
-    manifest = run_stage("s", "k", ctx, {}, text_body("again"))  # would block forever on a held lock
-    assert store.manifest("s", "k") == manifest
-    with store.lock("s", "k"):  # free again after a successful run
+    manifest = run_stage(key, ctx, text_body("again"))  # would block forever on a held lock
+    assert store.manifest("s", key.key) == manifest
+    with store.lock("s", key.key):  # free again after a successful run
         pass

@@ -17,7 +17,7 @@ import fsspec
 import pytest
 
 from semflow.store import MANIFEST, ArtifactStore, OutputRef, StageManifest, local_dir
-from tests.components.test_store import stage_context, text_body
+from tests.components.test_store import stage_context, stage_key, text_body
 
 MOTO = Path(sys.executable).parent / "moto_server"
 
@@ -241,26 +241,27 @@ def test_run_stage_on_a_url_root(root, tmp_path):
 
     ctx = stage_context(tmp_path, root)
     store = ArtifactStore(root)  # the default cache: $SEMFLOW_ARTIFACT_CACHE = tmp_path/cache
-    calls = []
+    calls, key = [], stage_key()
+    k = key.key
 
-    def body(tmp):
-        calls.append(tmp)
-        checkpoint = store.work_dir("s", "k") / "ckpt"
+    def body(out):
+        calls.append(out.root)
+        checkpoint = store.work_dir("s", k) / "ckpt"
         checkpoint.mkdir(parents=True)
         assert str(checkpoint).startswith(str(tmp_path / "cache"))  # training scratch stays local
-        return text_body("hello")(tmp)
+        return text_body("hello")(out)
 
-    made = run_stage("s", "k", ctx, {"p": 1}, body)
-    assert made.uri == f"{root}/s/k" and store.manifest("s", "k") == made
-    assert remote_files(root) == ["s/k/manifest.json", "s/k/x.txt"]
-    assert not store.work_dir("s", "k").exists()  # removed once the artifact is complete
+    made = run_stage(key, ctx, body)
+    assert made.uri == f"{root}/s/{k}" and store.manifest("s", k) == made
+    assert remote_files(root) == [f"s/{k}/manifest.json", f"s/{k}/x.txt"]
+    assert not store.work_dir("s", k).exists()  # removed once the artifact is complete
     assert output_path(made, "x").read_text() == "hello"
-    shutil.rmtree(tmp_path / "cache" / "s" / "k")  # e.g. another machine: fetched again from the store
+    shutil.rmtree(tmp_path / "cache" / "s" / k)  # e.g. another machine: fetched again from the store
     assert output_path(made, "x").read_text() == "hello"
 
     client = MlflowClient(ctx.tracking_uri)
     assert "manifest.json" in {a.path for a in client.list_artifacts(made.mlflow_run_id)}
     assert client.get_run(made.mlflow_run_id).data.tags["semflow.artifact_uri"] == made.uri
 
-    again = run_stage("s", "k", ctx, {"p": 1}, body)
+    again = run_stage(key, ctx, body)
     assert again == made and len(calls) == 1

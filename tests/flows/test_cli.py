@@ -76,7 +76,7 @@ def test_deploy_and_worker_wrap_prefects_own_commands(tmp_path):
 def test_prefect_yaml_deploys_the_pipeline_on_cpu_and_each_pool_stage_on_gpu():
     import yaml
 
-    from semflow.config import POOL_STAGES
+    from semflow.dag import POOL_STAGES
 
     spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
     by_name = {d["name"]: d for d in spec["deployments"]}

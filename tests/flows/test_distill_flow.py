@@ -96,7 +96,7 @@ def test_vocabulary_mismatch_fails_before_any_work(workdir, tmp_path):
 
 def test_long_prompts_fail_when_configured_and_are_counted_otherwise(workdir):
     with pytest.raises(DistillDataError, match="exceed generation.max_prompt_tokens=40"):
-        run(workdir, "generation.max_prompt_tokens=40", "distill.on_long_prompt=fail")
+        run(workdir, "generation.max_prompt_tokens=40", "generation.on_long_prompt=fail")
     result = run(workdir, "generation.max_prompt_tokens=40")
     assert result["stages"]["scrg_correct"]["metrics"]["prompts_truncated"] > 0
 

