@@ -201,6 +201,7 @@ class ArtifactStore:
                 shutil.rmtree(tmp)  # another run wrote the same content-addressed artifact first
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            _remove_if_empty(target.parent)  # a failed first artifact of a stage leaves no empty folder
             raise
 
     def _upload(self, tmp: Path, stage: str, key: str) -> bool:
@@ -258,8 +259,11 @@ class ArtifactStore:
 
         A local file lock in `<root>/.locks/<stage>/<key>.lock` (outside the stage folder, which holds
         artifacts only); for a URL root under the cache dir, so it serialises runs on this machine (or
-        sharing this cache dir on a mount with working locks), not across machines. The file stays after
-        release: deleting it would let a waiter and a newcomer lock different files."""
+        sharing this cache dir on a mount with working locks), not across machines.
+
+        The lock file is deleted on release, so no run leaves one behind. That is safe because the holder
+        unlinks it *before* releasing and filelock (>= 4, pinned) checks, once flock succeeds, that the
+        inode it locked still has a name: a waiter that locked the unlinked file retries on a new one."""
         file = self._local_root / ".locks" / stage / f"{key}.lock"
         file.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(file)
@@ -271,7 +275,8 @@ class ArtifactStore:
         try:
             yield
         finally:
-            lock.release()
+            file.unlink(missing_ok=True)
+            lock.release()  # the .locks/<stage>/ folder stays: removing it would race a waiter's open
 
     @staticmethod
     def finish(tmp: Path, manifest: StageManifest) -> StageManifest:
@@ -330,3 +335,10 @@ def digest_dir(path: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # not empty, or gone already
+        pass

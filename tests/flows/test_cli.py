@@ -26,7 +26,7 @@ def test_stages_shows_cache_status_before_and_after_a_run(workdir):
     run = runner.invoke(app, ["run", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}"])
     assert run.exit_code == 0, run.output
     after = runner.invoke(app, args)
-    assert after.output.count("cached") == 7, after.output  # every stage, sedsi_index included
+    assert after.output.count("cached") == 8, after.output  # every stage, sedsi_index included
 
 
 def test_init_student_prunes_and_saves(tmp_path):
