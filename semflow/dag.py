@@ -41,6 +41,7 @@ class Stage:
     when: Callable[[Any], bool] = field(default=_always, compare=False)  # does this config run the stage?
     # upstream stages this config does not read (the task gets None for them, and need not wait)
     unread: Callable[[Any], tuple[str, ...]] = field(default=_nothing, compare=False)
+    headline: tuple[str, ...] = ()  # metric names (fnmatch patterns) the CLI's stage table shows
 
     @property
     def task_module(self) -> str:
@@ -58,26 +59,31 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("prepare_data", "prompts, documents and corpora: read, validated, split, content-hashed",
-          config=("data",)),
+          config=("data",), headline=("prompts.rows", "documents.rows")),
     Stage("generate_teacher", "the teacher answers the prompts (batched)",
-          upstream=("prepare_data",), config=("teacher", "generation"), gpu=True),
+          upstream=("prepare_data",), config=("teacher", "generation"), gpu=True,
+          headline=("responses", "tokens_per_second")),
     Stage("init_student", "the student pruned from the teacher, healed by a short SFT warm-up",
-          upstream=("generate_teacher",), config=("teacher", "student", "generation", "distill"), gpu=True),
+          upstream=("generate_teacher",), config=("teacher", "student", "generation", "distill"), gpu=True,
+          headline=("student_layers", "rougeL_initial", "rougeL_healed")),
     Stage("scrg_correct", "SCRG: student samples corrected at the max-KL disagreeing token, then regenerated",
           upstream=("generate_teacher", "init_student"), config=("teacher", "generation", "scrg"), gpu=True,
-          when=lambda cfg: cfg.distill.method == "mgsr"),
+          when=lambda cfg: cfg.distill.method == "mgsr", headline=("corrected_share", "mean_d_j")),
     Stage("distill_student", "DAC-KL + span correlation + SFT (MGSR), or a baseline; ROUGE-L before and after",
           upstream=("generate_teacher", "init_student", "scrg_correct"),
-          config=("teacher", "generation", "scrg", "distill"), gpu=True),
+          config=("teacher", "generation", "scrg", "distill"), gpu=True,
+          headline=("rougeL_before", "rougeL_after", "rougeL_gain*")),
     Stage("describe_documents", "the teacher writes an Elaborative Description (a query) per document",
           upstream=("prepare_data",), config=("teacher", "generation", "sedsi"), gpu=True,
-          when=lambda cfg: cfg.sedsi.enabled),
+          when=lambda cfg: cfg.sedsi.enabled, headline=("documents", "ed.collision_rate", "ed.generic*")),
     Stage("cade_align", "a word2vec compass, then one embedding per slice against its frozen context matrix",
-          upstream=("prepare_data", "generate_teacher", "distill_student"), config=("cade",)),
+          upstream=("prepare_data", "generate_teacher", "distill_student"), config=("cade",),
+          headline=("slices", "overlap_min", "self_check*")),
     Stage("sedsi_index", "SE-DSI: documents, rehearsal contents and queries -> ED; trie-constrained beam search",
           upstream=("prepare_data", "describe_documents", "distill_student"), config=("teacher", "sedsi"), gpu=True,
           when=lambda cfg: cfg.sedsi.enabled,
-          unread=lambda cfg: ("distill_student",) if cfg.sedsi.backbone is not None else ()),
+          unread=lambda cfg: ("distill_student",) if cfg.sedsi.backbone is not None else (),
+          headline=("labelled.sedsi.hits_at_1", "labelled.bm25.hits_at_1", "pseudo.sedsi.hits_at_1")),
 )
 
 POOL_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES if s.gpu)
@@ -122,6 +128,18 @@ def _check_order() -> None:
 
 
 _check_order()
+
+
+def headline(stage_name: str, metrics: dict[str, float], most: int = 3) -> dict[str, float]:
+    """The stage's headline metrics present in `metrics`, in declaration order."""
+    from fnmatch import fnmatchcase
+
+    found: dict[str, float] = {}
+    for pattern in stage(stage_name).headline:
+        for name in sorted(metrics):
+            if fnmatchcase(name, pattern) and name not in found:
+                found[name] = metrics[name]
+    return dict(list(found.items())[:most])
 
 
 def diagram() -> str:

@@ -1,5 +1,5 @@
-"""Progress bars for long work, one per named job, quiet when stderr is not a terminal (CI logs get
-no line per refresh; `SEMFLOW_PROGRESS=1` forces them on, `0` off).
+"""Progress bars: one per named job (`Bars`), and the switch that keeps every bar quiet when stderr is
+not a terminal (CI logs get no line per refresh; `SEMFLOW_PROGRESS=1` forces them on, `0` off).
 
 Usage::
 
@@ -22,6 +22,24 @@ def enabled() -> bool:
     return sys.stderr.isatty()
 
 
+def quiet_when_not_a_terminal() -> None:
+    """Every tqdm bar of this process disabled unless stderr is a terminal (or SEMFLOW_PROGRESS=1): in a
+    CI log each refresh would be a new line. Components pass `disable=not progress`, so the switch is
+    applied where the bars are made."""
+    import tqdm.std
+
+    if enabled() or getattr(tqdm.std.tqdm.__init__, "_semflow_quiet", False):
+        return
+    original = tqdm.std.tqdm.__init__
+
+    def init(self, *args, **kwargs):
+        kwargs["disable"] = True
+        original(self, *args, **kwargs)
+
+    init._semflow_quiet = True
+    tqdm.std.tqdm.__init__ = init
+
+
 class Bars:
     def __init__(self, unit: str = "it"):
         self.unit = unit
@@ -30,7 +48,7 @@ class Bars:
     def update(self, name: str, done: int, total: int) -> None:
         bar = self.bars.get(name)
         if bar is None:
-            bar = self.bars[name] = tqdm(total=total, desc=name, unit=self.unit, disable=not enabled())
+            bar = self.bars[name] = tqdm(total=total, desc=name, unit=self.unit)
         bar.update(done - bar.n)
 
     def __enter__(self) -> Bars:

@@ -58,7 +58,7 @@ def _experiment_id(client: MlflowClient, name: str, location: str) -> str:
 def start_parent(cfg: PipelineConfig, config_path: str, flow_run_id: str | None,
                  resume_of: str | None = None) -> RunContext:
     ctx = run_context(cfg)
-    tags = {"semflow.config": config_path, "semflow.preset": cfg.name}
+    tags = {"semflow.config": config_path, "semflow.preset": cfg.name, **source_tags("semflow-pipeline")}
     if flow_run_id:
         tags["prefect.flow_run_id"] = flow_run_id
     if resume_of:
@@ -105,10 +105,25 @@ def stage_run(ctx: RunContext, stage: str, params: dict[str, Any]) -> Iterator[m
         run_name=stage,
         parent_run_id=ctx.parent_run_id,
         nested=ctx.parent_run_id is not None,
-        tags={"semflow.stage": stage},
+        tags={"semflow.stage": stage, **source_tags(f"semflow-pipeline/{stage}")},
     ) as run:
         mlflow.log_params(flatten(params))
         yield run
+
+
+def source_tags(name: str) -> dict[str, str]:
+    """What the MLflow runs table shows as a run's Source: the flow and stage, not the Python file that
+    happened to start the process."""
+    return {"mlflow.source.name": name, "mlflow.source.type": "JOB"}
+
+
+def log_datasets(datasets: dict[str, tuple[str, str]]) -> None:
+    """The prepared inputs a stage read, as MLflow datasets of the active run: name -> (uri, digest)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    for name, (uri, digest) in sorted(datasets.items()):
+        mlflow.log_input(MetaDataset(LocalArtifactDatasetSource(uri), name=name, digest=digest[:36]), context=name)
 
 
 @contextmanager
@@ -129,7 +144,9 @@ def tracking_store(uri: str) -> Iterator[None]:
 
 def register_model(name: str, description: str, run_id: str, artifact: str, tags: dict[str, str]) -> int:
     """A new version of the registered model `name` (created on first use), its source the run's artifact
-    folder `artifact`; returns the version number."""
+    folder `artifact`; returns the version number. The version is linked to a LoggedModel of the run
+    (an "external" model: the weights stay in the run's artifacts as safetensors), so the runs table's
+    Models column and the model's page lead back to the run that produced it."""
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
@@ -138,5 +155,7 @@ def register_model(name: str, description: str, run_id: str, artifact: str, tags
     except MlflowException as err:
         if "already exists" not in str(err).lower():  # a concurrent run created it first: fine
             raise
-    version = client.create_model_version(name, source=f"runs:/{run_id}/{artifact}", run_id=run_id, tags=tags)
+    logged = mlflow.create_external_model(name=name, source_run_id=run_id, tags=tags, model_type=name)
+    version = client.create_model_version(name, source=f"runs:/{run_id}/{artifact}", run_id=run_id, tags=tags,
+                                          model_id=logged.model_id)
     return int(version.version)

@@ -15,6 +15,7 @@ together compute each stage once: the second waits, then finds the first's artif
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import inspect
@@ -94,7 +95,11 @@ def cached_stage(key_fn: Callable[..., StageKey]):
             if existing is not None:
                 return Completed(data=existing, name="Cached", message=f"artifact {existing.uri}")
             import_stage_modules(fn.__module__)
-            return fn(*args, **kwargs)
+            token = _DATASETS.set(prepared_inputs(key, inputs))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _DATASETS.reset(token)
 
         return task(name=stage, cache_policy=NO_CACHE, persist_result=False)(cached_or_computed)
 
@@ -102,6 +107,17 @@ def cached_stage(key_fn: Callable[..., StageKey]):
 
 
 _IMPORT_LOCK = threading.Lock()
+# The prepared inputs (prompts, documents, corpora) the computing stage reads: logged as MLflow datasets
+_DATASETS: contextvars.ContextVar[dict[str, tuple[str, str]]] = contextvars.ContextVar("datasets", default={})
+
+
+def prepared_inputs(key: StageKey, inputs: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """name -> (uri, digest) of each prepare_data output this stage's key reads."""
+    data = inputs.get("prepare_data")
+    if not isinstance(data, StageManifest):
+        return {}
+    read = set(key.upstream.values())
+    return {name: (f"{data.uri}/{ref.path}", ref.digest) for name, ref in data.outputs.items() if ref.digest in read}
 
 
 def import_stage_modules(module: str) -> None:
@@ -139,10 +155,11 @@ def run_stage(key: StageKey, ctx: RunContext, body: Body) -> StageManifest:
 def _compute(store: ArtifactStore, key: StageKey, ctx: RunContext, body: Body) -> StageManifest:
     import mlflow
 
-    from semflow.tracking import stage_run
+    from semflow.tracking import log_datasets, stage_run
 
     stage = key.stage
     with stage_run(ctx, stage, key.params()) as run:
+        log_datasets(_DATASETS.get())
         with store.writer(stage, key.key) as tmp:
             out = Outputs(tmp)
             metrics, previews = body(out)

@@ -14,10 +14,37 @@ from __future__ import annotations
 
 import sys
 
-from semflow.cli.common import app, debug, err_console, input_error_types
+from typing import Annotated
+
+import typer
+
+from semflow.cli.common import LOG_LEVELS, app, debug, err_console, input_error_types
 
 # importing the modules registers their commands on `app`
-from semflow.cli import cade, distill, pipeline, sedsi, team  # noqa: E402,F401
+from semflow.cli import cade, distill, pipeline, runs, sedsi, team  # noqa: E402,F401
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"semflow {version('semflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+    log_level: Annotated[str, typer.Option(help=f"what runs print: {', '.join(LOG_LEVELS)} (warning: our warnings "
+                                           "and the result; Prefect's run logs stay in its UI)")] = "warning",
+) -> None:
+    """semflow: distil, analyse and index with language models. `--debug` anywhere shows tracebacks."""
+    import os
+
+    if log_level not in LOG_LEVELS:
+        raise typer.BadParameter(f"expected one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
+    os.environ["SEMFLOW_LOG_LEVEL"] = log_level
 
 __all__ = ["app", "main"]
 

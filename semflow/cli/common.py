@@ -64,3 +64,37 @@ def input_error_types() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, DataError, CadeError, DistillDataError, PromptTooLongError, VocabularyMismatch, TrieError,
             InputError, FileNotFoundError)
+
+
+LOG_LEVELS = ("warning", "info", "debug")
+
+
+def quiet_logs() -> None:
+    """What a run prints: our warnings and the result table. Prefect's own console output (the server
+    banner, state changes, failure tracebacks) is switched off; its run logs still reach the Prefect API
+    and its UI. No progress line per refresh when stderr is not a terminal. `semflow --log-level info`
+    (or debug) shows everything."""
+    import logging
+    import sys
+
+    from semflow.progress import quiet_when_not_a_terminal
+
+    quiet_when_not_a_terminal()
+    level = os.environ.get("SEMFLOW_LOG_LEVEL", "warning")
+    ours = logging.DEBUG if level == "debug" else logging.INFO if level == "info" else logging.WARNING
+    if level == "warning":
+        # Prefect re-applies its logging config at times (the temporary server's start), so the setting
+        # goes through its environment override, which every re-application reads.
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
+    import mlflow  # noqa: F401  (configures its logger on import: adjust it afterwards)
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    logging.getLogger("mlflow").setLevel(max(ours, logging.WARNING) if level == "warning" else ours)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    for name in ("semflow", "tasks", "components", "flows"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(ours)
+        logger.propagate = False  # Prefect's console handler (root) would drop or repeat them

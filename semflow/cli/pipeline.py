@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,121 +15,191 @@ import typer
 import yaml
 from rich.table import Table
 
-from semflow.cli.common import ConfigOpt, SetOpt, app, console, load
+from semflow.cli.common import DEFAULT_CONFIG, ConfigOpt, SetOpt, app, console, err_console, fail, load, quiet_logs
 from semflow.config import PipelineConfig
 from semflow.runtime import artifact_root, prefect_home, redact, tracking_uri
 
+StageOpt = Annotated[list[str] | None, typer.Option(help="stage name (repeatable)")]
+
 
 @app.command()
-def run(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt = None,
-        until: Annotated[list[str] | None, typer.Option(help="run this stage and its upstream only (repeatable)")] = None,
-        only: Annotated[list[str] | None, typer.Option(help="run just this stage; upstream from the cache (repeatable)")] = None,
-        ) -> None:
-    """Run the pipeline; unchanged stages come back Cached."""
+def run(
+    config: ConfigOpt = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
+    until: Annotated[list[str] | None, typer.Option(help="run this stage and everything upstream of it (repeatable)")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="run just this stage, its upstream read from the store (repeatable)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would run and what is cached; run nothing")] = False,
+) -> None:
+    """Run the pipeline; stages whose artifact exists come back Cached and load nothing."""
     cfg = load(config, overrides)
+    _check_stage_names(cfg, [*(until or []), *(only or [])])
+    if dry_run:
+        _plan_table(cfg, f"dry run: {config}", until, only)
+        return
+    quiet_logs()
     from flows.pipeline import pipeline  # imports Prefect, which reads PREFECT_HOME set above
 
-    _report(cfg, config, pipeline(str(config), overrides or [], until=until, only=only))
+    try:
+        result = pipeline(str(config), overrides or [], until=until, only=only)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: `semflow resume` finishes this run (finished stages come back Cached, "
+                          "training continues from its last checkpoint)")
+        raise typer.Exit(130) from None
+    _report(cfg, config, overrides, result)
 
 
-def _report(cfg: PipelineConfig, config: Path, result: dict) -> None:
+def _check_stage_names(cfg: PipelineConfig, names: list[str]) -> None:
+    from semflow.dag import enabled
+    from semflow.dag import names as all_names
+
+    runs = [s.name for s in enabled(cfg)]
+    for name in names:
+        if name not in all_names():
+            raise fail(f"unknown stage {name!r}; the stages are {', '.join(all_names())}")
+        if name not in runs:
+            raise fail(f"stage {name!r} does not run with this config (stages: {', '.join(runs)})")
+
+
+def _metrics_cell(stage: str, metrics: dict[str, float]) -> str:
+    from semflow.dag import headline
+
+    return ", ".join(f"{k}={v:.3g}" for k, v in headline(stage, metrics).items())
+
+
+def _report(cfg: PipelineConfig, config: Path, overrides: list[str] | None, result: dict) -> None:
     table = Table(title=f"semflow pipeline ({cfg.name})")
-    for column in ("stage", "state", "key"):
-        table.add_column(column, no_wrap=True)
+    for column in ("stage", "state", "key", "headline metrics"):
+        table.add_column(column, no_wrap=column != "headline metrics", overflow="fold")
     for stage, info in result["stages"].items():
-        table.add_row(stage, info["state"], info["key"])
+        table.add_row(stage, info["state"], info["key"], _metrics_cell(stage, info["metrics"]))
     console.print(table)
-    for stage, info in result["stages"].items():
-        headline = {k: v for k, v in info["metrics"].items()
-                    if "." not in k or k.endswith((".rows", "hits_at_10", "collision_rate"))}
-        console.print(f"{stage}: " + ", ".join(f"{k}={v:.4g}" for k, v in headline.items()))
+    sets = "".join(f" --set {o}" for o in overrides or [])
     console.print(f"artifacts: {artifact_root(cfg.runtime)}")
     console.print(f"MLflow:    {redact(tracking_uri(cfg.runtime))} (parent run {result['mlflow_run_id']})")
-    console.print("UIs:       semflow ui --config " + str(config))
+    console.print(f"more:      semflow runs show {result['mlflow_run_id']} -c {config}{sets}   |   "
+                  f"semflow ui -c {config}{sets}")
+
+
+def _plan_table(cfg: PipelineConfig, title: str, until=None, only=None) -> None:
+    from semflow.dag import upstream_closure
+    from semflow.plan import plan
+
+    root = artifact_root(cfg.runtime)
+    selected = set(only) if only else (upstream_closure(until, cfg) if until else None)
+    table = Table(title=title)
+    for column in ("stage", "reads", "key", "status"):
+        table.add_column(column, overflow="fold")
+    for step in plan(cfg):
+        if selected is not None and step.stage.name not in selected:
+            status = "[dim]not selected[/dim]"
+        elif step.manifest is not None:
+            status = "[green]cached[/green]"
+        else:
+            status = "to run" if step.key else "to run (key known once upstream runs)"
+        table.add_row(step.stage.name, ", ".join(step.stage.reads(cfg)) or "-", step.key or "-", status)
+    console.print(table)
+    console.print(f"artifacts: {root}/<stage>/<key>/")
 
 
 @app.command()
-def stages(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt = None) -> None:
-    """Each stage with its upstream stages, cache key and whether its artifact is already built."""
+def stages(config: ConfigOpt = DEFAULT_CONFIG, overrides: SetOpt = None) -> None:
+    """Each stage with the stages it reads, its cache key and whether its artifact is already built."""
     cfg = load(config, overrides)
-    from semflow.plan import plan
-
-    table = Table(title=f"stages for {config}")
-    for column in ("stage", "reads", "key", "status", "artifact"):
-        table.add_column(column, overflow="fold")
-    for step in plan(cfg):
-        status = ("[green]cached[/green]" if step.manifest else "to run") if step.key else "to run (after upstream)"
-        table.add_row(step.stage.name, ", ".join(step.stage.reads(cfg)) or "-", step.key or "-", status,
-                      step.manifest.uri if step.manifest else "")
-    console.print(table)
+    _plan_table(cfg, f"stages for {config}")
 
 
 @app.command("config")
-def show_config(config: ConfigOpt = Path("configs/default.yaml"), overrides: SetOpt = None) -> None:
+def show_config(config: ConfigOpt = DEFAULT_CONFIG, overrides: SetOpt = None) -> None:
     """Print the validated config with every default filled in."""
     cfg = load(config, overrides)
-    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="", highlight=False)
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @app.command()
 def ui(
-    config: ConfigOpt = Path("configs/default.yaml"),
-    mlflow_port: int = 5000,
-    prefect_port: int = 4200,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
+    mlflow_port: Annotated[int, typer.Option(help="port of the MLflow UI")] = 5000,
+    prefect_port: Annotated[int, typer.Option(help="port of the Prefect UI")] = 4200,
 ) -> None:
-    """Start the MLflow UI and the Prefect server on 127.0.0.1 over this config's stores."""
-    cfg = load(config, None)
+    """Start the MLflow UI and the Prefect server on 127.0.0.1 over this config's stores; Ctrl-C (or
+    SIGTERM) stops both."""
+    cfg = load(config, overrides)
+    for name, port in (("--mlflow-port", mlflow_port), ("--prefect-port", prefect_port)):
+        if _port_taken(port):
+            raise fail(f"{name} {port}: the port is taken on 127.0.0.1 (another UI running?); pick another", 1)
     uri = tracking_uri(cfg.runtime)
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, PREFECT_HOME=str(prefect_home(cfg.runtime)))
-    procs = [
-        subprocess.Popen(
-            [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(mlflow_port)],
-            env=env,
-        ),
-        subprocess.Popen(
-            [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-            env=env,
-        ),
+    commands = [
+        [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(mlflow_port)],
+        [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
     ]
-    console.print(f"MLflow UI:  http://127.0.0.1:{mlflow_port}  (store {redact(uri)})")
-    console.print(f"Prefect UI: http://127.0.0.1:{prefect_port}  (PREFECT_HOME {prefect_home(cfg.runtime)})")
-    console.print("Ctrl-C stops both.")
+    procs = [subprocess.Popen(c, env=env, start_new_session=True) for c in commands]
+    stop = lambda *_: (_ for _ in ()).throw(KeyboardInterrupt)  # noqa: E731  SIGTERM stops the servers too
+    signal.signal(signal.SIGTERM, stop)
+    failed = None
     try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
+        deadline = time.monotonic() + 120
+        ready = [False, False]
+        while not all(ready):  # both listening, or one died: fail fast instead of serving half
+            for k, (proc, port) in enumerate(zip(procs, (mlflow_port, prefect_port), strict=True)):
+                if proc.poll() is not None:
+                    failed = f"{Path(commands[k][0]).name} exited with code {proc.returncode} before serving"
+                ready[k] = ready[k] or _port_taken(port)
+            if failed or time.monotonic() > deadline:
+                failed = failed or "the servers did not start within 120 s"
+                break
+            time.sleep(0.5)
+        if not failed:
+            console.print(f"MLflow UI:  http://127.0.0.1:{mlflow_port}  (store {redact(uri)})")
+            console.print(f"Prefect UI: http://127.0.0.1:{prefect_port}  (PREFECT_HOME {prefect_home(cfg.runtime)})")
+            console.print("Ctrl-C stops both.")
+            while all(p.poll() is None for p in procs):
+                time.sleep(1)
+            failed = "a server stopped: " + ", ".join(f"{Path(c[0]).name} exit {p.returncode}"
+                                                   for c, p in zip(commands, procs, strict=True) if p.poll() is not None)
     except KeyboardInterrupt:
         pass
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait(timeout=30)
-    failed = [p.args[0] for p in procs if p.returncode not in (0, -signal.SIGINT, 130)]
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
     if failed:
-        raise typer.Exit(1)
+        raise fail(failed, 1)
 
 
 @app.command()
 def resume(
-    flow_run_id: Annotated[str | None, typer.Argument(help="default: the newest pipeline run that did not complete")] = None,
+    flow_run_id: Annotated[str | None, typer.Argument(help="default: the newest pipeline run that failed or crashed")] = None,
     config: Annotated[Path, typer.Option("--config", "-c", help="locates the embedded Prefect and MLflow stores "
-                                         "when no PREFECT_API_URL is set")] = Path("configs/default.yaml"),
+                                         "when no PREFECT_API_URL is set")] = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
     here: Annotated[bool, typer.Option(help="run in this process even if the run came from a deployment")] = False,
 ) -> None:
     """Finish a failed or killed pipeline run: rerun its parameters; finished stages come back Cached and
-    training continues from its last checkpoint."""
-    load(config, None)
+    training continues from its last checkpoint. `--set` here only locates the stores (e.g.
+    runtime.workdir); the run keeps its own overrides."""
+    load(config, overrides)
+    quiet_logs()
     from semflow.team import find_flow_run, mark_superseded, resume_via_deployment
 
     try:
         target = find_flow_run(flow_run_id)
     except LookupError as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(1) from None
+        raise fail(str(err), 1) from None
     params = target.parameters
-    run_cfg = load(Path(params.get("config_path", "configs/default.yaml")), params.get("overrides"))
+    run_cfg = load(Path(params.get("config_path", str(DEFAULT_CONFIG))), params.get("overrides"))
     console.print(f"resuming {target.name} ({target.flow_run_id}, {target.state}): "
                   f"{params.get('config_path')} {' '.join(params.get('overrides') or [])}")
     mark_superseded(target, tracking_uri(run_cfg.runtime))
@@ -140,8 +211,6 @@ def resume(
         return
     from flows.pipeline import pipeline
 
-    result = pipeline(params.get("config_path", "configs/default.yaml"), params.get("overrides") or [],
-                      resume_of=target.flow_run_id)
-    _report(run_cfg, Path(params.get("config_path", "configs/default.yaml")), result)
-
-
+    result = pipeline(params.get("config_path", str(DEFAULT_CONFIG)), params.get("overrides") or [],
+                      resume_of=target.flow_run_id, until=params.get("until"), only=params.get("only"))
+    _report(run_cfg, Path(params.get("config_path", str(DEFAULT_CONFIG))), params.get("overrides"), result)
