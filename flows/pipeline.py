@@ -31,6 +31,7 @@ from prefect.states import Completed
 from semflow.config import load_config
 from semflow.dag import Stage, enabled, upstream_closure
 from semflow.plan import plan, stage_inputs
+from semflow.preflight import check_config, check_prepared
 from semflow.runtime import RunContext, prepare_environment
 from semflow.store import StageManifest
 from semflow.tracking import finish_parent, start_parent, tracking_store
@@ -45,6 +46,7 @@ def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | N
     `semflow resume`); recorded on the MLflow parent."""
     cfg = load_config(config_path, overrides or [])
     prepare_environment(cfg.runtime)
+    check_config(cfg)
     selected = select(cfg, until, only)
     run = start_parent(cfg, config_path, str(flow_run.id) if flow_run.id else None, resume_of)
     futures: dict[str, PrefectFuture] = {}
@@ -54,6 +56,11 @@ def pipeline(config_path: str = "configs/default.yaml", overrides: list[str] | N
             for stage in selected:
                 inputs = stage_inputs(stage, cfg, {**upstream, **futures})
                 futures[stage.name] = submit(stage, inputs, run, cfg)
+                if stage.name == "prepare_data":  # what needs the prepared inputs, before any model loads
+                    futures[stage.name].wait()
+                    if not futures[stage.name].state.is_completed():
+                        break
+                    check_prepared(cfg, futures[stage.name].result())
                 if not cfg.execution.parallel:
                     futures[stage.name].wait()
             wait(list(futures.values()))

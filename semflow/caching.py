@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 KEY_LENGTH = 20
 PROJECT_PACKAGES = ("components", "semflow", "tasks", "flows")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+_PARSE_LOCK = threading.Lock()
 
 
 def _module_file(name: str, root: Path) -> Path | None:
@@ -48,7 +50,9 @@ def _imports(name: str, file: Path, root: Path) -> set[str]:
     """Project modules that `file` (module `name`) imports, anywhere in its body."""
     package = name if file.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(file.read_bytes(), filename=str(file))):
+    with _PARSE_LOCK:  # CPython 3.11's ast.parse is not thread-safe ("AST constructor recursion depth mismatch")
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             candidates = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

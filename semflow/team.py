@@ -87,8 +87,8 @@ def find_flow_run(flow_run_id: str | None) -> ResumeTarget:
                 run = client.read_flow_run(UUID(flow_run_id))
             except ValueError:
                 raise LookupError(f"{flow_run_id!r} is not a flow run id (a UUID)") from None
-            except Exception as err:  # ObjectNotFound and friends
-                raise LookupError(f"no flow run {flow_run_id} on {client.api_url}: {err}") from None
+            except Exception:  # ObjectNotFound and friends
+                raise LookupError(f"no flow run {flow_run_id} in {_where()}") from None
             flow = client.read_flow(run.flow_id)
             if flow.name != PIPELINE_FLOW:
                 raise LookupError(f"flow run {flow_run_id} is a run of {flow.name!r}, not {PIPELINE_FLOW!r}")
@@ -100,7 +100,7 @@ def find_flow_run(flow_run_id: str | None) -> ResumeTarget:
                 running = newest(client, [StateType.RUNNING, StateType.PENDING])
                 hint = ("; still Running (a killed process leaves its run so): "
                         + ", ".join(f"{r.name} {r.id}" for r in running) + " — name one to resume it") if running else ""
-                raise LookupError(f"no failed or crashed {PIPELINE_FLOW} run on {client.api_url}{hint}")
+                raise LookupError(f"no failed or crashed {PIPELINE_FLOW} run in {_where()}{hint}")
             run = runs[0]
     return ResumeTarget(
         flow_run_id=str(run.id),
@@ -109,6 +109,15 @@ def find_flow_run(flow_run_id: str | None) -> ResumeTarget:
         parameters=dict(run.parameters),
         deployment_id=str(run.deployment_id) if run.deployment_id else None,
     )
+
+
+def _where() -> str:
+    """The Prefect API a lookup went to, as a user would name it (not the throwaway port of the
+    temporary server that the embedded mode starts)."""
+    import os
+
+    url = os.environ.get("PREFECT_API_URL")
+    return url or f"the embedded Prefect store under {os.environ.get('PREFECT_HOME', '~/.prefect')}"
 
 
 def mark_superseded(target: ResumeTarget, tracking_uri: str) -> None:

@@ -48,6 +48,17 @@ def _metrics(name: str, frame: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
+def _check_corpora_have_tokens(corpora: pd.DataFrame) -> None:
+    """A corpus CADE could not learn a word from fails here, naming it, not after distillation."""
+    from components.cade.text import sentences_from_texts
+    from components.data import DataError
+
+    for name, texts in corpora.groupby("corpus", sort=False)["text"]:
+        if not sum(len(s) for s in sentences_from_texts(texts)):
+            raise DataError(f"data.corpora[{name}]: no usable tokens in its {len(texts)} text(s) (CADE "
+                            "aligns words: give it text with words)")
+
+
 @cached_stage(key)
 def prepare_data(data: DataConfig, run: RunContext) -> StageManifest:
     from components.data import build_corpora, build_documents, build_prompts
@@ -58,6 +69,7 @@ def prepare_data(data: DataConfig, run: RunContext) -> StageManifest:
             "documents": build_documents(data.documents),
             "corpora": build_corpora(data.corpora),
         }
+        _check_corpora_have_tokens(frames["corpora"])
         metrics = {}
         for name, frame in frames.items():
             out.table(name, frame)

@@ -17,6 +17,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from semflow.cli.common import LOG_LEVELS, app, debug, err_console, input_error_types
 
@@ -61,13 +62,16 @@ def main() -> None:
         app(args=argv, prog_name="semflow")
     except Exception as err:
         if debug():
-            raise
+            import traceback
+
+            traceback.print_exc()
+            sys.exit(1)
         from flows.pipeline import failed_stage
 
         stage = failed_stage(err)
         where = f"{stage}: " if stage else ""
         code = 2 if isinstance(err, input_error_types()) else 1
-        err_console.print(f"[red]error:[/red] {where}{err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(where + str(err))}", highlight=False, soft_wrap=True)
         if stage:
             err_console.print("fix the cause, then [bold]semflow resume[/bold] (finished stages come back Cached); "
                               "--debug shows the traceback", highlight=False)

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from semflow.config import ConfigError, PipelineConfig, load_config
 from semflow.runtime import prepare_environment
@@ -35,7 +36,7 @@ class InputError(ValueError):
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one error line on stderr; `raise fail(...)` exits with `code`."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
