@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from components.generation.batched import _eos_ids, decode_batches, resolve_engine, sampling_of
 from components.generation.padding import pad_rows
+from components.rng import seeded
 from components.generation.static import StaticDecoder, static_length
 from semflow.config import ScrgConfig
 
@@ -158,21 +159,21 @@ def _correct_batch(teacher, student, prompts, seqs, settled, cfg: ScrgConfig, eo
     _realign_cache(cache, regen_rows, starts, lengths, prefix_width)
     new_ids, new_mask = pad_rows([prompts[b] + seqs[b] for b in regen_rows], pad_id, device=device)
     budget = max(cfg.max_new_tokens - len(seqs[b]) for b in regen_rows)
-    torch.manual_seed(seed)
-    if resolve_engine(student, cfg.engine) == "static":
-        # The prefix moves into a static cache; the replaced token is the first one fed.
-        decoder = StaticDecoder(student, len(regen_rows), static_length(prefix_width, budget), sampling_of(cfg),
-                                eos, pad_id)
-        decoder.load_prefix(cache, new_mask[:, :-1].bool())
-        tails = decoder.decode(new_ids[:, -1], budget)
-    else:
-        out = student.generate(
-            input_ids=new_ids, attention_mask=new_mask, cache=cache, max_new_tokens=budget,
-            do_sample=cfg.do_sample, **(dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
-                                           if cfg.do_sample else {}),
-            pad_token_id=pad_id, eos_token_id=eos,
-        )
-        tails = out[:, new_ids.shape[1] :]
+    with seeded(seed):  # the regenerated tails draw from `seed` alone (components.rng)
+        if resolve_engine(student, cfg.engine) == "static":
+            # The prefix moves into a static cache; the replaced token is the first one fed.
+            decoder = StaticDecoder(student, len(regen_rows), static_length(prefix_width, budget), sampling_of(cfg),
+                                    eos, pad_id)
+            decoder.load_prefix(cache, new_mask[:, :-1].bool())
+            tails = decoder.decode(new_ids[:, -1], budget)
+        else:
+            out = student.generate(
+                input_ids=new_ids, attention_mask=new_mask, cache=cache, max_new_tokens=budget,
+                do_sample=cfg.do_sample, **(dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
+                                               if cfg.do_sample else {}),
+                pad_token_id=pad_id, eos_token_id=eos,
+            )
+            tails = out[:, new_ids.shape[1] :]
     for r, b in enumerate(regen_rows):
         tail = tails[r].tolist()[: cfg.max_new_tokens - len(seqs[b])]
         stop = next((k for k, t in enumerate(tail) if t in eos), None)

@@ -16,6 +16,7 @@ With `on_long_prompt: fail` such a prompt raises PromptTooLongError before any d
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import pandas as pd
@@ -23,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from components.generation.padding import pad_rows
+from components.rng import seeded
 from components.generation.static import Sampling, StaticDecoder, static_length, supports_static
 from semflow.config import GenerationConfig
 
@@ -100,15 +102,17 @@ def decode_batches(
     bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress)
     for k, batch in enumerate(batches):
         rows = [prompts[i] for i in batch]
-        torch.manual_seed(seed + k)
-        if engine == "static":
-            max_len = static_length(max(len(r) for r in rows), max_new_tokens)
-            if decoder is None or decoder.max_len != max_len:
-                decoder = None  # free the previous cache before allocating the next
-                decoder = StaticDecoder(model, min(batch_size, len(prompts)), max_len, sampling, eos, pad_id)
-            continuations = decoder.generate(rows, max_new_tokens)
-        else:
-            continuations = _plain(model, rows, max_new_tokens, sampling, eos, pad_id)
+        # sampling draws from seed + k alone, whatever else this process runs (components.rng); greedy
+        # decoding draws nothing and takes no lock
+        with seeded(seed + k) if sampling.do_sample else nullcontext():
+            if engine == "static":
+                max_len = static_length(max(len(r) for r in rows), max_new_tokens)
+                if decoder is None or decoder.max_len != max_len:
+                    decoder = None  # free the previous cache before allocating the next
+                    decoder = StaticDecoder(model, min(batch_size, len(prompts)), max_len, sampling, eos, pad_id)
+                continuations = decoder.generate(rows, max_new_tokens)
+            else:
+                continuations = _plain(model, rows, max_new_tokens, sampling, eos, pad_id)
         for i, tokens in zip(batch, continuations, strict=True):
             out[i] = tokens
             generated += len(tokens)

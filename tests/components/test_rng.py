@@ -1,0 +1,40 @@
+"""Sampling stays reproducible when another stage of the same process seeds and draws at the same time
+(stages run in threads: components.rng)."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from components.generation.batched import decode_batches
+from components.generation.static import Sampling
+from components.models.tiny import build_tiny_model
+from components.rng import seeded
+from semflow.config import TinyModelConfig
+
+
+def sample(model, prompts):
+    return decode_batches(model, prompts, max_new_tokens=24, sampling=Sampling(do_sample=True, temperature=1.5),
+                          eos=[-1], pad_id=0, batch_size=2, seed=7, engine="plain")
+
+
+def test_sampling_beside_another_seeding_thread_draws_the_same_tokens():
+    model, tokenizer = build_tiny_model(TinyModelConfig(seed=3))
+    prompts = [tokenizer.encode(t) for t in ("a b c", "hello there", "x", "the cat sat")]
+    alone = sample(model, prompts)
+    stop = threading.Event()
+
+    def other_stage():  # re-seeds and draws in a tight loop, as a second sampling stage would
+        while not stop.is_set():
+            with seeded(123):
+                torch.rand(64)
+
+    neighbour = threading.Thread(target=other_stage)
+    neighbour.start()
+    try:
+        beside = [sample(model, prompts) for _ in range(3)]
+    finally:
+        stop.set()
+        neighbour.join()
+    assert all(run == alone for run in beside)
