@@ -3,8 +3,8 @@ source of every project module its task runs, found from the imports themselves.
 
 Prefect's TASK_SOURCE hashes only the task function's text, so an edit in components/ would keep a
 stale cache hit, and a hand-kept module list goes stale the day someone adds an import. Here the task
-module's source is parsed (`ast`), every `import`/`from ... import` of a project package (components,
-semflow, tasks, flows) is followed, at any depth and inside functions too (heavy imports are lazy), and
+module is compiled, every `import`/`from ... import` of a project package (components, semflow, tasks,
+flows) in its bytecode is followed, at any depth and inside functions too (heavy imports are lazy), and
 every file reached is hashed. Third-party code is not hashed: its versions are pinned in pyproject.toml.
 
 The upstream stages enter by their *content* digests (not their keys), so a data-prep code change that
@@ -20,12 +20,13 @@ Example::
 
 from __future__ import annotations
 
-import ast
+import dis
 import hashlib
 import json
-import threading
 from functools import lru_cache
+from collections.abc import Iterator
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -33,7 +34,6 @@ from pydantic import BaseModel, ConfigDict
 KEY_LENGTH = 20
 PROJECT_PACKAGES = ("components", "semflow", "tasks", "flows")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_PARSE_LOCK = threading.Lock()
 
 
 def _module_file(name: str, root: Path) -> Path | None:
@@ -46,27 +46,33 @@ def _module_file(name: str, root: Path) -> Path | None:
     return None
 
 
+def _import_statements(code: CodeType) -> Iterator[tuple[str, int, tuple[str, ...]]]:
+    """(module, level, names) of every import in `code` and the functions and classes nested in it.
+
+    Read from the compiled bytecode (IMPORT_NAME with its level and fromlist constants), not from `ast`:
+    CPython 3.11's AST objects are not safe to build in two threads at once ("AST constructor recursion
+    depth mismatch"), and stages, Prefect and the libraries they load all run in threads here."""
+    instructions = list(dis.get_instructions(code))
+    for k, instruction in enumerate(instructions):
+        if instruction.opname == "IMPORT_NAME" and k >= 2:
+            level, fromlist = instructions[k - 2].argval, instructions[k - 1].argval
+            yield instruction.argval, int(level or 0), tuple(fromlist or ())
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _import_statements(const)
+
+
 def _imports(name: str, file: Path, root: Path) -> set[str]:
     """Project modules that `file` (module `name`) imports, anywhere in its body."""
     package = name if file.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    with _PARSE_LOCK:  # CPython 3.11's ast.parse is not thread-safe ("AST constructor recursion depth mismatch")
-        tree = ast.parse(file.read_bytes(), filename=str(file))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            candidates = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from . import x / from ..a import b
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                module = f"{base}.{node.module}" if node.module else base
-            else:
-                module = node.module or ""
-            # `from pkg import sub` may name a submodule as well as an attribute
-            candidates = [module, *(f"{module}.{alias.name}" for alias in node.names)]
-        else:
-            continue
-        for candidate in candidates:
+    for module, level, names in _import_statements(compile(file.read_bytes(), str(file), "exec")):
+        if level:  # relative: from . import x / from ..a import b
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - level + 1])
+            module = f"{base}.{module}" if module else base
+        # `from pkg import sub` may name a submodule as well as an attribute
+        for candidate in (module, *(f"{module}.{alias}" for alias in names if alias != "*")):
             if candidate.split(".")[0] not in PROJECT_PACKAGES:
                 continue
             # importing a.b.c runs a/__init__ and a/b/__init__ too

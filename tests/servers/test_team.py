@@ -28,9 +28,9 @@ from tests.servers.conftest import BIN, Services
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(1200)]
 
 SMOKE = "configs/smoke.yaml"
-STAGES = ["prepare_data", "generate_teacher", "init_student", "scrg_correct", "distill_student", "cade_align",
-          "sedsi_index"]
-HEAVY = ["generate_teacher", "scrg_correct", "distill_student", "sedsi_index"]
+STAGES = ["prepare_data", "generate_teacher", "init_student", "scrg_correct", "distill_student", "describe_documents",
+          "cade_align", "sedsi_index"]
+HEAVY = ["generate_teacher", "scrg_correct", "distill_student", "describe_documents", "sedsi_index"]
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -168,14 +168,16 @@ def test_concurrent_runs_complete_share_stages_and_clobber_nothing(services, pre
         assert len(producers) == 1, f"{stage} computed {len(producers)} times by two runs of one config"
         assert pa.data.tags[f"semflow.{stage}.run_id"] == pa2.data.tags[f"semflow.{stage}.run_id"]
         assert pa.data.tags[f"semflow.{stage}.artifact"] == pa2.data.tags[f"semflow.{stage}.artifact"]
-    # prepare_data is the same artifact for all three (computed by any one); the other config has its own downstream
-    assert pa.data.tags["semflow.prepare_data.run_id"] == pa2.data.tags["semflow.prepare_data.run_id"]
-    assert len(ca.get("prepare_data", []) + ca2.get("prepare_data", []) + cb.get("prepare_data", [])) == 1
-    assert pb.data.tags["semflow.prepare_data.artifact"] == pa.data.tags["semflow.prepare_data.artifact"]
+    # prepare_data and describe_documents (documents + teacher only) are the same artifacts for all three
+    # (computed by any one); the other config has its own downstream of the teacher's responses
+    for shared in ("prepare_data", "describe_documents"):
+        assert pa.data.tags[f"semflow.{shared}.run_id"] == pa2.data.tags[f"semflow.{shared}.run_id"]
+        assert len(ca.get(shared, []) + ca2.get(shared, []) + cb.get(shared, [])) == 1, shared
+        assert pb.data.tags[f"semflow.{shared}.artifact"] == pa.data.tags[f"semflow.{shared}.artifact"]
     assert pb.data.tags["semflow.generate_teacher.artifact"] != pa.data.tags["semflow.generate_teacher.artifact"]
 
     checked = verify_artifacts(work / "artifacts")
-    assert len(checked) == 2 * len(STAGES) - 1  # prepare_data shared
+    assert len(checked) == 2 * len(STAGES) - 2  # prepare_data and describe_documents shared
     assert "database is locked" not in services.log_text()
 
 
@@ -238,6 +240,8 @@ def test_a_run_killed_during_distillation_is_finished_by_semflow_resume(services
     for stage in STAGES[:4]:
         assert states[stage] == "Cached", states
     assert states["distill_student"] == "Completed", states
+    # describe_documents ran beside the distillation branch: finished before the kill, or not yet
+    assert states["describe_documents"] in ("Cached", "Completed"), states
 
     # MLflow: the killed runs are KILLED; the resumed parent links the runs that produced cached artifacts
     from mlflow.tracking import MlflowClient
@@ -315,8 +319,9 @@ def test_the_mlflow_ui_shows_the_parent_its_stage_runs_and_an_artifact(services,
 
 
 def test_a_failed_deployment_run_is_resumed_through_its_deployment(services, prefect_client, tmp_path):
-    """Stage k (sedsi_index) fails on a missing labelled-query file; once the file exists, `semflow resume`
-    (no id: the newest failed run) resubmits the run to its deployment and a worker finishes it."""
+    """A run whose labelled-query file is missing fails right after data prep (checked before any model
+    loads, not when sedsi_index starts); once the file exists, `semflow resume` (no id: the newest failed
+    run) resubmits the run to its deployment and a worker finishes it."""
     import pandas as pd
 
     queries, qrels = tmp_path / "queries.jsonl", tmp_path / "qrels.jsonl"
@@ -325,7 +330,7 @@ def test_a_failed_deployment_run_is_resumed_through_its_deployment(services, pre
     failed = wait_final(prefect_client, start_pipeline(services, overrides).id, services)
     assert failed.state.is_failed(), failed.state
     failed_parent, failed_children = mlflow_parent(services, failed.id)
-    assert sorted(failed_children) == sorted(STAGES[:6])  # everything before sedsi_index finished
+    assert sorted(failed_children) == ["prepare_data"]  # no model was loaded
 
     [documents] = (work / "artifacts" / "prepare_data").glob("*/documents.parquet")
     doc_ids = pd.read_parquet(documents)["doc_id"].astype(str).tolist()
@@ -349,7 +354,6 @@ def test_a_failed_deployment_run_is_resumed_through_its_deployment(services, pre
                 parents[run.id] = (run, parent, children)
     [(run, parent, children)] = parents.values()
     assert run.work_pool_name == "semflow-cpu" and run.parameters["resume_of"] == str(failed.id)
-    assert task_states(prefect_client, run.id) == {**{s: "Cached" for s in STAGES[:6]}, "sedsi_index": "Completed"}
-    assert sorted(children) == ["sedsi_index"]
-    for stage in STAGES[:6]:
-        assert parent.data.tags[f"semflow.{stage}.run_id"] == failed_children[stage][0].info.run_id
+    assert task_states(prefect_client, run.id) == {"prepare_data": "Cached", **{s: "Completed" for s in STAGES[1:]}}
+    assert sorted(children) == sorted(STAGES[1:])
+    assert parent.data.tags["semflow.prepare_data.run_id"] == failed_children["prepare_data"][0].info.run_id
