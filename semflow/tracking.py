@@ -144,9 +144,9 @@ def tracking_store(uri: str) -> Iterator[None]:
 
 def register_model(name: str, description: str, run_id: str, artifact: str, tags: dict[str, str]) -> int:
     """A new version of the registered model `name` (created on first use), its source the run's artifact
-    folder `artifact`; returns the version number. The version is linked to a LoggedModel of the run
-    (an "external" model: the weights stay in the run's artifacts as safetensors), so the runs table's
-    Models column and the model's page lead back to the run that produced it."""
+    folder `artifact`; returns the version number. The run also gets a LoggedModel (an "external" one:
+    the weights stay in the run's artifacts as safetensors), so the runs table's Models column shows
+    what the run produced, and the model and the registered version name each other."""
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
@@ -155,7 +155,10 @@ def register_model(name: str, description: str, run_id: str, artifact: str, tags
     except MlflowException as err:
         if "already exists" not in str(err).lower():  # a concurrent run created it first: fine
             raise
-    logged = mlflow.create_external_model(name=name, source_run_id=run_id, tags=tags, model_type=name)
-    version = client.create_model_version(name, source=f"runs:/{run_id}/{artifact}", run_id=run_id, tags=tags,
-                                          model_id=logged.model_id)
+    version = client.create_model_version(name, source=f"runs:/{run_id}/{artifact}", run_id=run_id, tags=tags)
+    # A registry version built from a model_id must take its source from that model (a REST store refuses
+    # runs:/ with model_id), so the two are linked by tags instead.
+    logged = mlflow.create_external_model(name=name, source_run_id=run_id, model_type=name,
+                                          tags={**tags, "registered_model": name, "registered_version": version.version})
+    client.set_model_version_tag(name, version.version, "logged_model_id", logged.model_id)
     return int(version.version)
