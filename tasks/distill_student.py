@@ -19,17 +19,23 @@ from tasks._stage import Outputs, cached_stage, run_stage, work_dir
 REGISTERED_MODEL = "semflow-student"
 
 
+def uses_scrg_table(distill: DistillConfig) -> bool:
+    return distill.method == "mgsr" and distill.scrg_schedule in ("offline", "mixed")
+
+
 def key(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, distill: DistillConfig,
         generate_teacher: StageManifest, init_student: StageManifest, scrg_correct: StageManifest | None) -> StageKey:
     upstream = {"responses": generate_teacher.output("responses").digest,
                 "student": init_student.output("student").digest}
-    if distill.method == "mgsr":  # only MGSR trains on the SCRG output
-        if scrg_correct is None:
-            raise ValueError("distill.method mgsr needs the scrg_correct stage's manifest")
-        upstream["scrg"] = scrg_correct.output("scrg").digest
     config = {"teacher": teacher, "distill": distill,
               "prompting": {"system_prompt": generation.system_prompt, "max_prompt_tokens": generation.max_prompt_tokens,
                             "on_long_prompt": generation.on_long_prompt}}
+    if uses_scrg_table(distill):  # offline/mixed MGSR trains on the SCRG table
+        if scrg_correct is None:
+            raise ValueError(f"mgsr with scrg_schedule {distill.scrg_schedule} needs the scrg_correct stage's manifest")
+        upstream["scrg"] = scrg_correct.output("scrg").digest
+    if distill.method == "mgsr" and distill.scrg_schedule in ("online", "mixed"):
+        config["scrg"] = scrg  # online SCRG samples and corrects with these settings
     return StageKey(stage="distill_student", config=config, upstream=upstream)
 
 
@@ -44,7 +50,7 @@ def distill_student(teacher: ModelConfig, generation: GenerationConfig, scrg: Sc
 
     def body(out: Outputs):
         job = TrainJob(teacher=teacher, generation=generation, scrg=scrg, distill=distill, responses=generate_teacher,
-                       student=init_student, scrg_table=scrg_correct if distill.method == "mgsr" else None,
+                       student=init_student, scrg_table=scrg_correct if uses_scrg_table(distill) else None,
                        model_cache=run.model_cache, ckpt_dir=str(work / "checkpoints"), out=str(out.root),
                        mlflow_run_id=mlflow.active_run().info.run_id)
         if run.distill_processes > 1:

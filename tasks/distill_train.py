@@ -75,7 +75,7 @@ def train_and_save(job: TrainJob) -> TrainSummary:
     before = None
     if "eval" in job.student.outputs:
         before = read_output(job.student, "eval")["student_healed"].fillna("").tolist()
-    result = distil(t, s, table, scrg_table, job.distill, job.generation, job.ckpt_dir, on_log=log_step,
+    result = distil(t, s, table, scrg_table, job.distill, job.generation, job.scrg, job.ckpt_dir, on_log=log_step,
                     before=before, progress=rank == 0)
     summary = TrainSummary(metrics=result.metrics, chunker=result.chunker, teacher=t.name, student=s.name,
                            processes=dist.get_world_size() if dist.is_initialized() else 1)

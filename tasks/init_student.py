@@ -1,6 +1,8 @@
-"""Stage init_student: the student that SCRG and distillation start from: pruned from the teacher (or
-loaded from its own spec; the vocabularies must match), then healed by a short SFT warm-up on the
-teacher's responses (`student.warmup`; null skips it). Checkpoints resume like distillation's."""
+"""Stage init_student: the student that SCRG and distillation start from: pruned from the teacher (the
+layers `student.keep_layers` names, or `student.layers` of them chosen by `student.select` from the
+teacher's hidden states on its own training answers), or loaded from its own spec (the vocabularies
+must match); then healed by a short SFT warm-up on the teacher's responses (`student.warmup`; null
+skips it). Checkpoints resume like distillation's."""
 
 from __future__ import annotations
 
@@ -16,11 +18,11 @@ from tasks._stage import Outputs, cached_stage, read_output, run_stage, work_dir
 def key(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, distill: DistillConfig,
         generate_teacher: StageManifest) -> StageKey:
     config = {"teacher": teacher, "student": student,
-              # what the warm-up reads from elsewhere: prompt rendering, sequence limits, eval length
+              # what the warm-up reads from elsewhere: prompt rendering, sequence limits, eval settings
               "prompting": {"system_prompt": generation.system_prompt, "max_prompt_tokens": generation.max_prompt_tokens,
                             "on_long_prompt": generation.on_long_prompt},
               "limits": {"max_seq_tokens": distill.max_seq_tokens, "chunk_size": distill.chunk_size,
-                         "eval_max_new_tokens": distill.eval_max_new_tokens}}
+                         "eval_max_new_tokens": distill.eval_max_new_tokens, "eval_batch_size": distill.eval_batch_size}}
     return StageKey(stage="init_student", config=config,
                     upstream={"responses": generate_teacher.output("responses").digest})
 
@@ -28,6 +30,7 @@ def key(teacher: ModelConfig, student: StudentConfig, generation: GenerationConf
 @cached_stage(key)
 def init_student(teacher: ModelConfig, student: StudentConfig, generation: GenerationConfig, distill: DistillConfig,
                  generate_teacher: StageManifest, run: RunContext) -> StageManifest:
+    from components.distill.data import calibration_batches
     from components.distill.recipe import heal_student
     from components.models import build_student, load_model
 
@@ -35,22 +38,25 @@ def init_student(teacher: ModelConfig, student: StudentConfig, generation: Gener
 
     def body(out: Outputs):
         t = load_model(teacher, run.model_cache)
-        s = build_student(student, t, run.model_cache)
+        responses = read_output(generate_teacher, "responses")
+        ranked = student.init == "prune" and student.keep_layers is None and student.select in ("block_influence", "angular")
+        calibration = calibration_batches(t.tokenizer, responses, generation, student.calibration_rows) if ranked else None
+        s = build_student(student, t, run.model_cache, calibration)
         metrics = {"student_layers": float(s.model.config.num_hidden_layers),
                    "student_parameters_m": sum(p.numel() for p in s.model.parameters()) / 1e6,
                    "teacher_parameters_m": sum(p.numel() for p in t.model.parameters()) / 1e6}
         previews = {}
         if student.warmup is not None:
-            log_step = lambda step, m: mlflow.log_metrics({f"warmup/{k}": v for k, v in m.items()}, step=step)  # noqa: E731
-            healed = heal_student(t, s, read_output(generate_teacher, "responses"), generation, student.warmup,
-                                  work_dir(stage_key, run) / "checkpoints", distill, on_log=log_step)
+            log_step = lambda step, m: mlflow.log_metrics({f"warmup/{k}": v for k, v in m.items()}, step=step)
+            healed = heal_student(t, s, responses, generation, student.warmup, work_dir(stage_key, run) / "checkpoints",
+                                  distill, on_log=log_step, eval_initial=student.eval_initial)
             metrics.update(healed.metrics)
             out.table("eval", healed.samples)
             previews["eval"] = healed.samples
         s.model.save_pretrained(out.root / "student")
         s.tokenizer.save_pretrained(out.root / "student")
         out.folder("student")
-        mlflow.set_tag("semflow.student", s.name)
+        mlflow.set_tags({"semflow.student": s.name, "semflow.kept_layers": str(s.kept_layers)})
         return metrics, previews
 
     return run_stage(stage_key, run, body)

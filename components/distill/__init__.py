@@ -19,16 +19,31 @@ from components.distill.evaluate import rouge_l
 from components.distill.objective import Objective, distill_loss, student_loss_fn
 from components.distill.scrg import (
     ScrgResult,
+    correct_and_regenerate,
     revise_mixed,
     sample_responses,
-    correct_and_regenerate,
     select_correction,
     token_divergence,
 )
 from components.distill.spans import PhraseChunker, pair_starts
 
 __all__ = [
-    "BuildReport", "DistillDataError", "Example", "Objective", "PhraseChunker", "ScrgResult",
-    "build_examples", "collate", "distill_loss", "pair_starts", "rouge_l", "sample_responses",
-    "revise_mixed", "correct_and_regenerate", "select_correction", "student_loss_fn", "token_divergence", "tokenize_prompts",
+    "BuildReport",
+    "DistillDataError",
+    "Example",
+    "Objective",
+    "PhraseChunker",
+    "ScrgResult",
+    "build_examples",
+    "collate",
+    "correct_and_regenerate",
+    "distill_loss",
+    "pair_starts",
+    "revise_mixed",
+    "rouge_l",
+    "sample_responses",
+    "select_correction",
+    "student_loss_fn",
+    "token_divergence",
+    "tokenize_prompts",
 ]

@@ -1,18 +1,24 @@
-"""The distillation recipe: pick the method's training data, evaluate, train, evaluate again.
+"""The distillation recipe: pick the method's training data, train, evaluate before and after.
 
 Example::
 
-    run = distil(teacher, student, responses, scrg_table, cfg.distill, cfg.generation, "ckpt/", on_log=print)
-    run.metrics["rougeL_after"], run.samples.head()
+    run = distil(teacher, student, responses, scrg_table, cfg.distill, cfg.generation, cfg.scrg, "ckpt/",
+                 on_log=print)
+    run.metrics["rougeL_after"], run.metrics["rougeL_gain_ci_low"], run.samples.head()
 
-Training data per method:
-- mgsr: the SCRG-revised sequences (stage scrg_correct), with phrase-span pairs for the span loss;
+Training sequences per method (`training_data`):
+- mgsr: by `scrg_schedule`: offline and mixed train on the SCRG table of the scrg_correct stage, online and
+  none on the teacher's responses; online and mixed replace `online_share` of every micro-batch by fresh
+  SCRG-revised student samples during training (components.distill.online); phrase-span pairs for the span loss;
 - seqkd and the token-level divergences (kd_fkl, kd_rkl, jsd, skew_fkl, skew_rkl): teacher responses;
 - sft: the dataset's references (the teacher's response where a prompt has none; counted);
 - gkd: teacher responses, of which a `gkd_on_policy` share of micro-batches is replaced by fresh
   student samples at training time (seeded by the micro-batch index, so resumes replay them).
+SFT targets (`distill.sft_target`, see components.distill.data): a sequence the student sampled is never
+one; the teacher's response or the reference for its prompt is, through a separate SFT-only pass.
 Evaluation: greedy generations on the test split, ROUGE-L against the dataset reference where there is
-one and the teacher's response otherwise, for the teacher, the student before and after training.
+one and the teacher's response otherwise, for the teacher and the student before and after training; a
+paired bootstrap 95 % CI of after - before over test prompts; repetition share and distinct-2 of each.
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ from components.distill.data import (
     response_ids,
     tokenize_prompts,
 )
-from components.distill.evaluate import rouge_l
+from components.distill.evaluate import degeneration, paired_bootstrap, rouge_l
 from components.distill.objective import Objective, student_loss_fn
+from components.distill.online import scrg_hook
 from components.distill.scrg import sample_responses
 from components.distill.spans import PhraseChunker
-from components.training.trainer import Trainer, TrainResult, label_tokens
 from components.generation import format_prompts, generate
+from components.training.trainer import Trainer, TrainResult, label_tokens
 from semflow.config import DistillConfig, GenerationConfig, ScrgConfig
 
 
@@ -53,6 +60,16 @@ class DistillRun:
     objective: Objective | None = None
 
 
+@dataclass
+class TrainingData:
+    prompts: list[list[int]]
+    sequences: list[list[int]]  # what the KD terms train on
+    supervised: list[bool]  # the sequence is itself a supervision target
+    targets: list[list[int] | None]  # the SFT target of the other rows (None: no SFT term)
+    prompts_truncated: int = 0
+    references_replaced: int = 0  # prompts without a reference, whose teacher response stood in
+
+
 def _present(value) -> bool:
     return isinstance(value, str) and value.strip() != ""
 
@@ -64,30 +81,58 @@ def _fp32_master(model) -> None:
         model.float()
 
 
+def _targets(table: pd.DataFrame, tokenizer, kind: str) -> tuple[list[list[int]], int]:
+    """Per row of `table` (columns response, finished, reference): the ids of its teacher response
+    (kind teacher) or of its reference, the teacher's response where it has none (kind reference)."""
+    texts, finished, replaced = table["response"].tolist(), table["finished"].tolist(), 0
+    if kind == "reference":
+        has_ref = [_present(r) for r in table["reference"]]
+        replaced = len(has_ref) - sum(has_ref)
+        texts = [r if ok else t for r, t, ok in zip(table["reference"], texts, has_ref, strict=True)]
+        finished = [True if ok else f for f, ok in zip(finished, has_ref, strict=True)]
+    return response_ids(tokenizer, texts, finished), replaced
+
+
 def training_data(method: str, responses: pd.DataFrame, scrg: pd.DataFrame | None, tokenizer,
-                  generation: GenerationConfig, cfg: DistillConfig) -> tuple[list[list[int]], list[list[int]], int, int]:
-    """(prompt ids, response ids, prompts truncated, references replaced by teacher responses)."""
-    if method == "mgsr":
-        if scrg is None:
-            raise DistillDataError("method mgsr needs the scrg_correct stage's output")
-        table = scrg[scrg["split"] == "train"]
-        if table.empty:
-            raise DistillDataError("the training split is empty: SCRG produced no train rows")
-        return [list(x) for x in table["prompt_ids"]], [list(x) for x in table["revised_ids"]], 0, 0
-    table = responses[responses["split"] == "train"]
+                  generation: GenerationConfig, cfg: DistillConfig) -> TrainingData:
+    """The training rows of `method` (see the module docstring) with their SFT targets."""
+    table = responses[responses["split"] == "train"].reset_index(drop=True)
     if table.empty:
         raise DistillDataError("the training split is empty: no 'train' rows in the teacher's responses")
     rendered = format_prompts(tokenizer, table["instruction"].tolist(), table["input"].tolist(),
                               generation.system_prompt)
     prompts, truncated = tokenize_prompts(tokenizer, rendered, generation.max_prompt_tokens, generation.on_long_prompt,
                                           ids=table["id"].tolist())
-    texts, finished, replaced = table["response"].tolist(), table["finished"].tolist(), 0
-    if method == "sft":
-        has_ref = [_present(r) for r in table["reference"]]
-        replaced = len(has_ref) - sum(has_ref)
-        texts = [r if ok else t for r, t, ok in zip(table["reference"], texts, has_ref, strict=True)]
-        finished = [True if ok else f for f, ok in zip(finished, has_ref, strict=True)]
-    return prompts, response_ids(tokenizer, texts, finished), truncated, replaced
+    teacher_ids, _ = _targets(table, tokenizer, "teacher")
+    if method in ("sft", "seqkd"):  # the sequence is the target
+        seqs, replaced = _targets(table, tokenizer, "reference" if method == "sft" else "teacher")
+        return TrainingData(prompts, seqs, [True] * len(seqs), [None] * len(seqs), truncated, replaced)
+
+    supervised, seqs = [True] * len(table), teacher_ids
+    if method == "mgsr" and cfg.scrg_schedule in ("offline", "mixed"):
+        if scrg is None:
+            raise DistillDataError(f"mgsr with scrg_schedule {cfg.scrg_schedule} needs the scrg_correct stage's output")
+        rows = scrg[scrg["split"] == "train"].set_index("id")
+        if rows.empty:
+            raise DistillDataError("the training split is empty: SCRG produced no train rows")
+        rows = rows.loc[table["id"]]  # the responses' order; SCRG covered every train prompt
+        prompts = [list(x) for x in rows["prompt_ids"]]
+        seqs = [list(x) for x in rows["revised_ids"]]
+        # a teacher row is supervision only while SCRG left it as it was (correct_off_policy revises it)
+        supervised = [src == "teacher" and not corrected for src, corrected in zip(rows["source"], rows["corrected"],
+                                                                                    strict=True)]
+        truncated = 0  # counted by scrg_correct
+    replaced = 0
+    if cfg.sft_target in ("teacher", "reference"):
+        wanted, replaced = _targets(table, tokenizer, cfg.sft_target)
+        # a row whose sequence already is its target needs no second pass
+        targets = [None if sup and list(s) == list(w) else w for s, w, sup in zip(seqs, wanted, supervised, strict=True)]
+        supervised = [t is None for t in targets]
+    elif cfg.sft_target == "supervised_rows":
+        targets = [None] * len(seqs)
+    else:  # none
+        supervised, targets = [False] * len(seqs), [None] * len(seqs)
+    return TrainingData(prompts, seqs, supervised, targets, truncated, replaced)
 
 
 def greedy_outputs(model, tokenizer, table: pd.DataFrame, cfg: DistillConfig, generation: GenerationConfig) -> list[str]:
@@ -97,70 +142,103 @@ def greedy_outputs(model, tokenizer, table: pd.DataFrame, cfg: DistillConfig, ge
     return generate(model, tokenizer, rendered, eval_cfg, progress=False).texts
 
 
+def scored_test_split(responses: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The test split and the reference each test prompt is scored against (the teacher's response
+    where the dataset has none)."""
+    test = responses[responses["split"] == "test"].reset_index(drop=True)
+    return test, [r if _present(r) else t for r, t in zip(test["reference"], test["response"], strict=True)]
+
+
+def compare_outputs(outputs: dict[str, list[str]], references: list[str], cfg: DistillConfig,
+                    pairs: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """ROUGE-L per prompt of each named set of outputs, and metrics: rougeL_<name> (mean),
+    repetition_share_<name>, distinct2_<name>, and for each (a, b) in `pairs` rougeL_gain (a - b) with
+    its paired bootstrap CI (rougeL_gain_ci_low/high)."""
+    scores = {name: rouge_l(texts, references) for name, texts in outputs.items()}
+    metrics: dict[str, float] = {}
+    for name, texts in outputs.items():
+        metrics[f"rougeL_{name}"] = float(sum(scores[name]) / len(scores[name])) if scores[name] else float("nan")
+        d = degeneration(texts)
+        metrics[f"repetition_share_{name}"] = d["repetition_share"]
+        metrics[f"distinct2_{name}"] = d["distinct_2"]
+    for a, b in pairs:
+        ci = paired_bootstrap(scores[a], scores[b], cfg.bootstrap_samples, seed=cfg.train.seed)
+        metrics.update(rougeL_gain=ci.mean, rougeL_gain_ci_low=ci.low, rougeL_gain_ci_high=ci.high)
+    return scores, metrics
+
+
 def heal_student(teacher, student, responses: pd.DataFrame, generation: GenerationConfig, warmup,
                  ckpt_dir: str | Path, eval_cfg: DistillConfig,
-                 on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True) -> DistillRun:
+                 on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True,
+                 eval_initial: bool = True) -> DistillRun:
     """SFT warm-up of a freshly initialised student on the teacher's responses (SeqKD), the
     "SFT-initialised student" every KD recipe of the MGSR/DistiLLM/MiniLLM line starts from. A student
-    pruned to half its teacher's layers writes noise until healed, and SCRG revises the student's own
-    samples, so distillation starts here. Reports ROUGE-L on the test split before and after."""
+    pruned from its teacher writes noise until healed, and SCRG revises the student's own samples, so
+    distillation starts here. Reports ROUGE-L on the test split after (and, with `eval_initial`, before)."""
     cfg = eval_cfg.model_copy(update={"method": "seqkd", "train": warmup})
     tok = teacher.tokenizer
-    prompts, seqs, truncated, _ = training_data("seqkd", responses, None, tok, generation, cfg)
-    examples, report = build_examples(tok, prompts, seqs, cfg, None)
-    report.prompts_truncated = truncated
-    test = responses[responses["split"] == "test"].reset_index(drop=True)
-    references = [r if _present(r) else t for r, t in zip(test["reference"], test["response"], strict=True)]
-    before = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
+    data = training_data("seqkd", responses, None, tok, generation, cfg)
+    examples, report = build_examples(tok, data.prompts, data.sequences, cfg, None)
+    report.prompts_truncated = data.prompts_truncated
+    test, references = scored_test_split(responses)
+    outputs = {}
+    if eval_initial and len(test):
+        outputs["initial"] = greedy_outputs(student.model, tok, test, cfg, generation)
     objective = Objective(cfg)
     _fp32_master(student.model)
     trainer = Trainer(student.model, student_loss_fn(student.model, None, objective, cfg.chunk_size), examples,
                       lambda ex: collate(ex, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id),
                       warmup, ckpt_dir, on_log=on_log, progress=progress, loss_weight=label_tokens)
     result = trainer.train()
-    after = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
-    samples = test[["id", "instruction"]].assign(
-        reference=references, student_initial=before, student_healed=after,
-        rougeL_initial=rouge_l(before, references), rougeL_healed=rouge_l(after, references),
-    )
-    mean = lambda col: float(samples[col].mean()) if len(samples) else float("nan")  # noqa: E731
+    outputs["healed"] = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
+    scores, metrics = compare_outputs(outputs, references, cfg)
+    samples = test[["id", "instruction"]].assign(reference=references)
+    for name, texts in outputs.items():
+        samples[f"student_{name}"] = texts
+        samples[f"rougeL_{name}"] = scores[name]
     last = result.history[-1] if result.history else {}
-    metrics = {
-        "rougeL_initial": mean("rougeL_initial"), "rougeL_healed": mean("rougeL_healed"),
+    metrics.update({
         "train_examples": float(len(examples)), "train_steps": float(result.steps),
         "resumed_from_step": float(result.resumed_from), "train_seconds": result.seconds,
-        "final_loss": float(last.get("loss", float("nan"))), "prompts_truncated": float(truncated),
+        "final_loss": float(last.get("loss", float("nan"))), "prompts_truncated": float(data.prompts_truncated),
         "responses_cut": float(report.responses_cut),
-    }
+    })
     return DistillRun(train=result, samples=samples, metrics=metrics, report=report)
 
 
 def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None, cfg: DistillConfig,
-           generation: GenerationConfig, ckpt_dir: str | Path,
+           generation: GenerationConfig, scrg_cfg: ScrgConfig, ckpt_dir: str | Path,
            on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True,
            before: list[str] | None = None) -> DistillRun:
     """`before`: the starting student's greedy test generations when already computed (init_student's
-    eval, same prompts and settings); they are generated here otherwise."""
+    eval, same prompts and settings); they are generated here otherwise. `scrg_cfg`: the sampling and
+    correction settings of online SCRG (scrg_schedule online/mixed)."""
     tok = teacher.tokenizer
     chunker = PhraseChunker(cfg.spans) if cfg.method == "mgsr" and cfg.w_span > 0 else None
-    prompts, seqs, truncated, replaced = training_data(cfg.method, responses, scrg, tok, generation, cfg)
-    examples, report = build_examples(tok, prompts, seqs, cfg, chunker)
-    report.prompts_truncated = truncated
+    data = training_data(cfg.method, responses, scrg, tok, generation, cfg)
+    examples, report = build_examples(tok, data.prompts, data.sequences, cfg, chunker, data.supervised, data.targets)
+    report.prompts_truncated = data.prompts_truncated
 
     val = responses[responses["split"] == "val"]
     val_examples: list[Example] = []
     if not val.empty:
-        v_prompts, v_seqs, _, _ = training_data("seqkd", val.assign(split="train"), None, tok, generation, cfg)
-        val_examples, _ = build_examples(tok, v_prompts, v_seqs, cfg, None)
+        v = training_data("seqkd", val.assign(split="train"), None, tok, generation, cfg)
+        val_examples, _ = build_examples(tok, v.prompts, v.sequences, cfg, None)
 
-    test = responses[responses["split"] == "test"].reset_index(drop=True)
-    references = [r if _present(r) else t for r, t in zip(test["reference"], test["response"], strict=True)]
+    test, references = scored_test_split(responses)
     if before is None or len(before) != len(test):
         before = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
 
     objective = Objective(cfg).to(student.model.device)
     _fp32_master(student.model)
-    batch_hook = _gkd_hook(student.model, tok, cfg) if cfg.method == "gkd" else None
+    online: dict[str, float] = {}
+    batch_hook = None
+    if cfg.method == "gkd":
+        batch_hook = _gkd_hook(student.model, tok, cfg)
+    elif cfg.method == "mgsr" and cfg.scrg_schedule in ("online", "mixed"):
+        batch_hook = scrg_hook(teacher.model, student.model, tok, scrg_cfg, cfg.online_share, cfg.train.seed, chunker,
+                               cfg.max_seq_tokens, sft_targets=cfg.sft_target in ("teacher", "reference"),
+                               stats=online)
     trainer = Trainer(
         student.model, student_loss_fn(student.model, teacher.model, objective, cfg.chunk_size), examples,
         lambda ex: collate(ex, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id),
@@ -171,27 +249,25 @@ def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None,
     result = trainer.train()
 
     after = greedy_outputs(student.model, tok, test, cfg, generation) if len(test) else []
-    # The teacher's greedy answers to the test prompts already exist when stage 2 generated them with
-    # the same settings (greedy, same length): greedy decoding is batch-invariant, so reuse them.
+    # The teacher's greedy answers to the test prompts already exist when generate_teacher wrote them
+    # with the same settings (greedy, same length): greedy decoding is batch-invariant, so reuse them.
     if not generation.do_sample and generation.max_new_tokens == cfg.eval_max_new_tokens and "test" in generation.splits:
         teacher_out = test["response"].fillna("").tolist()
     else:
         teacher_out = greedy_outputs(teacher.model, tok, test, cfg, generation) if len(test) else []
+    outputs = {"teacher": teacher_out, "before": before, "after": after}
+    scores, metrics = compare_outputs(outputs, references, cfg, pairs=(("after", "before"),))
     samples = test[["id", "instruction"]].assign(
         reference=references, teacher=teacher_out, student_before=before, student_after=after,
-        rougeL_teacher=rouge_l(teacher_out, references), rougeL_before=rouge_l(before, references),
-        rougeL_after=rouge_l(after, references),
+        rougeL_teacher=scores["teacher"], rougeL_before=scores["before"], rougeL_after=scores["after"],
     )
-    mean = lambda col: float(samples[col].mean()) if len(samples) else float("nan")  # noqa: E731
     pairs = sum(sum(e.pairs) for e in examples)
     tokens = sum(len(e.response) for e in examples)
     last = result.history[-1] if result.history else {}
-    metrics = {
-        "rougeL_teacher": mean("rougeL_teacher"),
-        "rougeL_before": mean("rougeL_before"),
-        "rougeL_after": mean("rougeL_after"),
+    metrics.update({
         "test_prompts": float(len(test)),
         "train_examples": float(len(examples)),
+        "train_supervised_share": sum(e.supervised for e in examples) / max(len(examples), 1),
         "train_response_tokens": float(tokens),
         "span_pair_share": pairs / max(tokens, 1),
         "train_steps": float(result.steps),
@@ -201,8 +277,9 @@ def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None,
         "final_loss": float(last.get("loss", float("nan"))),
         "prompts_truncated": float(report.prompts_truncated),
         "responses_cut": float(report.responses_cut),
-        "references_replaced_by_teacher": float(replaced),
-    }
+        "references_replaced_by_teacher": float(data.references_replaced),
+        **{k: float(v) for k, v in online.items()},
+    })
     if "val_loss" in last:
         metrics["final_val_loss"] = float(last["val_loss"])
     return DistillRun(train=result, samples=samples, metrics=metrics, report=report,
@@ -210,8 +287,10 @@ def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None,
 
 
 def _gkd_hook(model, tokenizer, cfg: DistillConfig) -> Callable[[list[Example], int], list[Example]]:
-    """GKD's on-policy share: with probability gkd_on_policy a micro-batch's responses are resampled
-    from the current student (seeded by the micro-batch index, so a resumed run samples the same)."""
+    """GKD's on-policy share (Agarwal et al. 2024, Algorithm 1's student-data fraction): with probability
+    gkd_on_policy a micro-batch's responses are resampled from the current student (seeded by the
+    micro-batch index, so a resumed run samples the same). A sample keeps its row's SFT target, never
+    becomes one."""
     sampling = ScrgConfig(max_new_tokens=cfg.eval_max_new_tokens, batch_size=cfg.train.batch_size)
 
     def hook(examples: list[Example], micro_index: int) -> list[Example]:
@@ -223,6 +302,8 @@ def _gkd_hook(model, tokenizer, cfg: DistillConfig) -> Callable[[list[Example], 
                                  seed=cfg.train.seed + micro_index)
         model.train(was_training)
         room = [cfg.max_seq_tokens - len(e.prompt) for e in examples]
-        return [Example(e.prompt, ids[:r], [False] * len(ids[:r])) for e, ids, r in zip(examples, fresh, room, strict=True)]
+        return [Example(e.prompt, ids[:r], [False] * len(ids[:r]), supervised=False,
+                        target=e.response if e.supervised else e.target)
+                for e, ids, r in zip(examples, fresh, room, strict=True)]
 
     return hook

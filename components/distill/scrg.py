@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from components.generation.batched import _eos_ids, decode_batches, resolve_engine, sampling_of
 from components.generation.padding import pad_rows
-from components.rng import seeded
 from components.generation.static import StaticDecoder, static_length
+from components.rng import seeded
 from semflow.config import ScrgConfig
 
 

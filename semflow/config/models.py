@@ -45,7 +45,21 @@ class StudentConfig(Section):
 
     init: Literal["prune", "spec"] = Field("prune", description="prune: layers copied from the teacher; spec: `model`")
     keep_layers: list[int] | None = Field(
-        None, description="teacher layer indices to keep; None keeps every other layer and the last"
+        None, description="teacher layer indices to keep; None: `layers` of them chosen by `select`"
+    )
+    layers: int | None = Field(
+        None, gt=0, description="how many teacher layers the pruned student keeps (select evenly, block_influence, "
+        "angular)",
+    )
+    select: Literal["every_other", "evenly", "block_influence", "angular"] = Field(
+        "every_other", description="which layers: every_other (and the last; ignores `layers`), evenly spaced, the "
+        "highest block influence (ShortGPT, Men et al. 2024), or all but the contiguous block whose input and output "
+        "are closest in angle (Gromov et al. 2024); the two rankings read the teacher's hidden states on "
+        "`calibration_rows` of its own training answers",
+    )
+    calibration_rows: int = Field(32, gt=0, description="training prompts + teacher answers that rank the layers")
+    eval_initial: bool = Field(
+        True, description="also score the pruned student before its warm-up (one more greedy pass over the test split)"
     )
     model: ModelConfig | None = Field(None, description="the model when init is 'spec'")
     warmup: TrainerConfig | None = Field(
@@ -60,4 +74,6 @@ class StudentConfig(Section):
             raise ValueError("student.init is 'spec' but student.model is not set")
         if self.keep_layers is not None and len(self.keep_layers) == 0:
             raise ValueError("keep_layers must name at least one layer")
+        if self.init == "prune" and self.keep_layers is None and self.select != "every_other" and self.layers is None:
+            raise ValueError(f"student.select {self.select} needs student.layers (how many layers to keep)")
         return self

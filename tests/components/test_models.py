@@ -1,4 +1,3 @@
-import time
 
 import pytest
 import torch
@@ -105,6 +104,72 @@ def test_default_keep_layers_and_bad_indices():
         prune_student(teacher, [0, 4])
     with pytest.raises(ValueError, match="strictly increasing"):
         prune_student(teacher, [2, 1])
+
+
+def _with_identity_layers(layers: int, identity: list[int]):
+    """A tiny teacher whose `identity` layers add nothing to the residual stream (attention and MLP
+    outputs zeroed): a layer-selection method must rank them as the most redundant."""
+    teacher = load_model(tiny(layers=layers)).model
+    with torch.no_grad():
+        for i in identity:
+            teacher.model.layers[i].self_attn.o_proj.weight.zero_()
+            teacher.model.layers[i].mlp.down_proj.weight.zero_()
+    return teacher
+
+
+def _calibration():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 250, (2, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    return [(ids, mask)]
+
+
+def test_layer_similarity_matches_a_hand_computation_and_sees_identity_layers():
+    from components.models.student import layer_similarity
+
+    teacher = _with_identity_layers(4, [2])
+    sim = layer_similarity(teacher, _calibration())
+    assert sim["cos"].shape == (5, 5) and sim["angle"].shape == (5, 5)
+    assert sim["cos"][2, 3] == pytest.approx(1.0, abs=1e-5) and sim["angle"][2, 3] == pytest.approx(0.0, abs=2e-3)
+    # by hand: states entering layers 0 and 1 on the real tokens
+    ids, mask = _calibration()[0]
+    states = []
+    hooks = [teacher.model.layers[i].register_forward_pre_hook(lambda m, a, k: states.append(k.get("hidden_states", a[0] if a else None)), with_kwargs=True) for i in range(2)]
+    with torch.no_grad():
+        teacher.model(input_ids=ids, attention_mask=mask)
+    for h in hooks:
+        h.remove()
+    real = mask.bool()
+    expected = torch.nn.functional.cosine_similarity(states[0][real], states[1][real], dim=-1).mean()
+    assert sim["cos"][0, 1] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_block_influence_and_angular_drop_the_layers_that_change_nothing():
+    from components.models.student import layer_similarity, select_layers
+
+    teacher = _with_identity_layers(6, [1, 4])
+    sim = layer_similarity(teacher, _calibration())
+    assert select_layers(sim, 6, 4, "block_influence") == [0, 2, 3, 5]
+    block = _with_identity_layers(6, [2, 3])  # a contiguous redundant block
+    assert select_layers(layer_similarity(block, _calibration()), 6, 4, "angular") == [0, 1, 4, 5]
+    assert select_layers(None, 6, 4, "evenly") == [0, 2, 3, 5]
+    assert select_layers(None, 30, 0, "every_other") == default_keep_layers(30)
+    with pytest.raises(ValueError, match="needs calibration data"):
+        select_layers(None, 6, 4, "angular")
+
+
+def test_build_student_ranks_layers_on_calibration_batches():
+    from components.models import build_student
+    from components.models.loading import LoadedModel
+    from semflow.config import StudentConfig
+
+    teacher = _with_identity_layers(6, [1, 4])
+    loaded = LoadedModel("t", teacher, byte_tokenizer(), 0.0, "tiny")
+    student = build_student(StudentConfig(layers=4, select="block_influence", warmup=None), loaded, None, _calibration())
+    assert student.kept_layers == [0, 2, 3, 5] and student.model.config.num_hidden_layers == 4
+    with pytest.raises(ValueError, match="needs student.layers"):
+        StudentConfig(select="angular")
 
 
 def test_vocabulary_mismatch_names_both_models():

@@ -8,9 +8,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from transformers import AutoModelForCausalLM
 
-from components.distill import DistillDataError
+from components.distill import DistillDataError, tokenize_prompts
+from components.generation import PromptTooLongError
 from components.models.student import VocabularyMismatch
-from flows.pipeline import pipeline
+from components.models.tiny import build_tiny_model
+from flows.pipeline import failed_stage, pipeline
+from semflow.config import TinyModelConfig
 from tests.conftest import SMOKE, crash_after_checkpoint
 
 
@@ -38,11 +41,18 @@ def test_scrg_and_distill_outputs_and_tracking(workdir):
     history = pd.read_parquet(f"{uri}/history.parquet")
     assert list(history["step"]) == [1, 2, 3]
     assert ((history["band_lower"] > 0) & (history["band_lower"] < history["band_upper"]) & (history["band_upper"] < 1)).all()
+    assert (history["band_width"] - (history["band_upper"] - history["band_lower"])).abs().max() < 1e-5
+    metrics = result["stages"]["distill_student"]["metrics"]
+    assert metrics["rougeL_gain"] == pytest.approx(metrics["rougeL_after"] - metrics["rougeL_before"], abs=1e-9)
+    assert metrics["rougeL_gain_ci_low"] <= metrics["rougeL_gain"] <= metrics["rougeL_gain_ci_high"]
+    for who in ("teacher", "before", "after"):
+        assert 0 <= metrics[f"repetition_share_{who}"] <= 1 and 0 <= metrics[f"distinct2_{who}"] <= 1
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     child = client.get_run(result["stages"]["distill_student"]["mlflow_run_id"])
     assert child.data.params["distill.method"] == "mgsr"
-    for key in ("train/loss_sft", "train/loss_dac", "train/loss_span", "train/band_lower", "train/band_upper", "train/lr"):
+    for key in ("train/loss_sft", "train/loss_dac", "train/loss_span", "train/loss_band", "train/band_lower",
+                "train/band_upper", "train/band_width", "train/band_mass", "train/band_coverage", "train/lr"):
         assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2, 3], key
     versions = client.search_model_versions("name='semflow-student'")
     assert [v.run_id for v in versions] == [child.info.run_id]
@@ -58,8 +68,8 @@ def test_a_failure_mid_training_resumes_from_the_checkpoint_with_identical_weigh
     resumed = run(workdir)
     states = {k: v["state"] for k, v in resumed["stages"].items()}
     assert states == {"prepare_data": "Cached", "generate_teacher": "Cached", "init_student": "Cached",
-                      "scrg_correct": "Cached", "distill_student": "Completed", "cade_align": "Completed",
-                      "sedsi_index": "Completed"}
+                      "scrg_correct": "Cached", "distill_student": "Completed", "describe_documents": "Cached",
+                      "cade_align": "Completed", "sedsi_index": "Completed"}
     assert resumed["stages"]["distill_student"]["metrics"]["resumed_from_step"] == 2
 
     straight = run(tmp_path / "straight")
@@ -95,20 +105,28 @@ def test_vocabulary_mismatch_fails_before_any_work(workdir, tmp_path):
 
 
 def test_long_prompts_fail_when_configured_and_are_counted_otherwise(workdir):
-    with pytest.raises(DistillDataError, match="exceed generation.max_prompt_tokens=40"):
+    # generation.on_long_prompt governs every stage that renders prompts; the first of them (teacher
+    # generation) fails, naming the limit, and nothing downstream starts.
+    with pytest.raises(PromptTooLongError, match="exceed generation.max_prompt_tokens=40") as raised:
         run(workdir, "generation.max_prompt_tokens=40", "generation.on_long_prompt=fail")
-    result = run(workdir, "generation.max_prompt_tokens=40")
+    assert failed_stage(raised.value) == "generate_teacher"
+    assert not (workdir / "artifacts" / "scrg_correct").exists()
+    # SCRG and distillation follow the same setting on their own (the teacher's responses exist here)
+    with pytest.raises(DistillDataError, match="exceed generation.max_prompt_tokens=40"):
+        tokenize_prompts(build_tiny_model(TinyModelConfig())[1], ["x" * 200], 40, "fail", ids=["p0"])
+    result = run(workdir, "generation.max_prompt_tokens=40", "sedsi.enabled=false")
+    assert result["stages"]["generate_teacher"]["metrics"]["prompts_truncated"] > 0
     assert result["stages"]["scrg_correct"]["metrics"]["prompts_truncated"] > 0
 
 
 def test_off_policy_rows_pass_through_unless_configured(workdir):
-    result = run(workdir, "scrg.on_policy=0.5")
+    result = run(workdir, "scrg.on_policy=0.5", "sedsi.enabled=false")
     scrg = pd.read_parquet(f"{result['stages']['scrg_correct']['uri']}/scrg.parquet")
     teacher_rows = scrg[scrg["source"] == "teacher"]
     assert 0 < len(teacher_rows) < len(scrg)
     assert (teacher_rows["j"] == -1).all()
     assert all(list(a) == list(b) for a, b in zip(teacher_rows["revised_ids"], teacher_rows["original_ids"]))
-    both = run(workdir, "scrg.on_policy=0.5", "scrg.correct_off_policy=true")
+    both = run(workdir, "scrg.on_policy=0.5", "scrg.correct_off_policy=true", "sedsi.enabled=false")
     scrg = pd.read_parquet(f"{both['stages']['scrg_correct']['uri']}/scrg.parquet")
     assert (scrg[scrg["source"] == "teacher"]["j"] >= 0).any()
 
@@ -141,3 +159,29 @@ def test_two_data_parallel_processes_train_the_same_student(workdir):
     assert child.data.tags["semflow.train_processes"] == "2"
     assert [m.step for m in client.get_metric_history(child.info.run_id, "train/loss")] == [1, 2, 3]  # rank 0 only
     assert not (workdir / "artifacts" / "distill_student" / f"{two['key']}" / ".train_summary.json").exists()
+
+
+def test_online_scrg_samples_during_training_and_needs_no_offline_table(workdir):
+    """scrg_schedule online: every micro-batch's online share is sampled and corrected by the current
+    student during training (counted), the distillation key ignores the SCRG table, and a resumed run
+    would replay the same samples (seeded by the micro-batch index: two runs give the same weights)."""
+    online = run(workdir, "sedsi.enabled=false", "distill.scrg_schedule=online")["stages"]["distill_student"]
+    m = online["metrics"]
+    # 3 steps of one micro-batch (4 rows, fewer at an epoch's end), round(half) of each resampled
+    n = int(m["train_examples"])
+    per_epoch = -(-n // 4)
+    sizes = [min(4, n - (step % per_epoch) * 4) for step in range(3)]
+    assert m["online_rows"] == sum(round(0.5 * k) for k in sizes) > 0
+    assert 0 <= m["online_corrected"] <= m["online_rows"]
+    assert m["train_supervised_share"] == 1.0  # the table rows are teacher responses; samples are never targets
+    offline = run(workdir, "sedsi.enabled=false")["stages"]["distill_student"]
+    assert offline["key"] != online["key"] and "online_rows" not in offline["metrics"]
+    from semflow.store import ArtifactStore
+
+    store = ArtifactStore(workdir / "artifacts")
+    first = store.manifest("distill_student", online["key"]).outputs["student"].digest
+    import shutil
+
+    shutil.rmtree(online["uri"])
+    again = run(workdir, "sedsi.enabled=false", "distill.scrg_schedule=online")["stages"]["distill_student"]
+    assert again["state"] == "Completed" and store.manifest("distill_student", again["key"]).outputs["student"].digest == first
