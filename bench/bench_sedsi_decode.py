@@ -31,22 +31,20 @@ import argparse
 import math
 import os
 import random
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: components/ and bench/
 
 import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor  # noqa: E402
 
 from components.models.tiny import byte_tokenizer  # noqa: E402
-from components.sedsi.retrieve import (  # noqa: E402
-    TrieLogitsProcessor,
-    build_dict_trie,
-    constrained_search,
-    prefix_allowed_tokens_fn_for,
-    reference_search,
-)
+from bench.bench_sedsi_reference import build_dict_trie, prefix_allowed_tokens_fn_for, reference_search  # noqa: E402
+from components.sedsi.retrieve import TrieLogitsProcessor, constrained_search  # noqa: E402
 from components.sedsi.trie import IdTrie  # noqa: E402
 
 WORDS = ("what how why who when which does is can the of a in for to and river city protein market song war "

@@ -12,8 +12,10 @@ tensors), `index.json` (documents: id, title, ED; the backbone kind and input le
 and, when given, `pairs.parquet` (training pairs, replayed by incremental indexing) and
 `eval_queries.parquet` (qid, query, doc_id: the held-out queries, to measure forgetting).
 
-Retrieval: `num_beams`-wide beam search constrained by the trie returns the EDs the model ranks highest
-(sum of token log-probabilities); each ED expands to its documents (an ED shared by several documents
+Retrieval (SE-DSI, Tang et al., KDD 2023, arXiv 2305.15115, Sec. 3.4): `num_beams`-wide beam search
+constrained by the trie returns the EDs the model ranks highest (summed token log-probabilities divided by
+length ** `length_penalty`, as `generate` ranks them; the index keeps the value it was built with and
+`search` takes another); each ED expands to its documents (an ED shared by several documents
 returns them all, sorted by id, at consecutive ranks) and the document list is de-duplicated.
 """
 
@@ -56,15 +58,17 @@ class SedsiIndex:
     eds: dict[str, str]  # doc id -> ED
     trie: IdTrie
     lineage: list[dict] = field(default_factory=list)  # one record per build / add
+    length_penalty: float = 1.0  # the default ranking of `search` (components.sedsi.decoding)
 
     # --------------------------------------------------------------------------------- building
     @classmethod
     def create(cls, model, tokenizer, descriptions: Descriptions, titles: dict[str, str], max_input_tokens: int = 256,
-               lineage: list[dict] | None = None) -> SedsiIndex:
+               lineage: list[dict] | None = None, length_penalty: float = 1.0) -> SedsiIndex:
         encoder = IdEncoder(tokenizer, bool(model.config.is_encoder_decoder), max_input_tokens)
         eds = dict(zip(descriptions.doc_ids, descriptions.eds, strict=True))
         trie = IdTrie.build(sorted({tuple(encoder.ed_ids(ed)) for ed in eds.values()}), encoder.eos_id)
-        return cls(model, tokenizer, encoder, list(descriptions.doc_ids), dict(titles), eds, trie, list(lineage or []))
+        return cls(model, tokenizer, encoder, list(descriptions.doc_ids), dict(titles), eds, trie, list(lineage or []),
+                   length_penalty)
 
     def extended(self, descriptions: Descriptions, titles: dict[str, str]) -> SedsiIndex:
         """The same model with more documents: their EDs join the map and the trie."""
@@ -76,7 +80,7 @@ class SedsiIndex:
         fresh = sorted(set(new) - {tuple(s) for s in self.trie.sequences()})
         trie = self.trie.extend(fresh) if fresh else self.trie
         return SedsiIndex(self.model, self.tokenizer, self.encoder, self.doc_ids + list(descriptions.doc_ids),
-                          {**self.titles, **titles}, eds, trie, list(self.lineage))
+                          {**self.titles, **titles}, eds, trie, list(self.lineage), self.length_penalty)
 
     # The maps below are derived once per index: an index never changes its EDs (`extended` makes a new one).
     @cached_property
@@ -89,15 +93,17 @@ class SedsiIndex:
 
     # -------------------------------------------------------------------------------- retrieval
     def search_eds(self, queries: list[str], num_beams: int = 20, batch_size: int = 8,
-                   kind: str = "query") -> list[list[tuple[str, float]]]:
-        """Per query, the decoded EDs (text, log-probability), best first."""
+                   kind: str = "query", length_penalty: float | None = None) -> list[list[tuple[str, float]]]:
+        """Per query, the decoded EDs (text, length-normalised log-probability), best first."""
         inputs = [self.encoder.input_ids(kind, q) for q in queries]
+        lp = self.length_penalty if length_penalty is None else length_penalty
         found = constrained_search(self.model, self.tokenizer, inputs, self.trie, num_beams=num_beams,
-                                   k=num_beams, batch_size=batch_size)
+                                   k=num_beams, batch_size=batch_size, length_penalty=lp)
         return [[(self._ed_of_ids[tuple(ids)], float(score)) for ids, score in hits] for hits in found]
 
-    def search(self, queries: list[str], k: int = 10, num_beams: int = 20, batch_size: int = 8) -> list[list[Hit]]:
-        ranked = self.search_eds(queries, num_beams=num_beams, batch_size=batch_size)
+    def search(self, queries: list[str], k: int = 10, num_beams: int = 20, batch_size: int = 8,
+               length_penalty: float | None = None) -> list[list[Hit]]:
+        ranked = self.search_eds(queries, num_beams=num_beams, batch_size=batch_size, length_penalty=length_penalty)
         ed_to_docs, out = self.ed_to_docs, []
         for hits in ranked:
             score_of = dict(hits)
@@ -105,12 +111,16 @@ class SedsiIndex:
             out.append([Hit(d, self.titles.get(d, ""), self.eds[d], score_of[self.eds[d]]) for d in docs])
         return out
 
-    def evaluate(self, queries: dict[str, str], qrels: dict[str, dict[str, int]], num_beams: int = 20,
-                 batch_size: int = 8) -> tuple[dict[str, float], dict[str, list[str]]]:
-        """(metrics, run): Hits@1/10 and MRR@10/100 over `qrels`, and each query's ranked documents."""
+    def rank(self, queries: dict[str, str], num_beams: int = 20, batch_size: int = 8) -> dict[str, list[str]]:
+        """qid -> ranked doc ids (the EDs' documents, de-duplicated), at most `num_beams` documents each."""
         qids = list(queries)
         ranked = self.search_eds([queries[q] for q in qids], num_beams=num_beams, batch_size=batch_size)
-        run = dict(zip(qids, expand_rankings(ranked, self.ed_to_docs), strict=True))
+        return {q: docs[:num_beams] for q, docs in zip(qids, expand_rankings(ranked, self.ed_to_docs), strict=True)}
+
+    def evaluate(self, queries: dict[str, str], qrels: dict[str, dict[str, int]], num_beams: int = 20,
+                 batch_size: int = 8) -> tuple[dict[str, float], dict[str, list[str]]]:
+        """(metrics, run): components.sedsi.metrics.DEFAULT_METRICS over `qrels`, and each query's ranking."""
+        run = self.rank(queries, num_beams, batch_size)
         return evaluate_run(run, qrels), run
 
     # -------------------------------------------------------------------------------- persisting
@@ -125,6 +135,7 @@ class SedsiIndex:
             "format": FORMAT_VERSION,
             "is_encoder_decoder": self.encoder.is_encoder_decoder,
             "max_input_tokens": self.encoder.max_input_tokens,
+            "length_penalty": self.length_penalty,
             "documents": [{"doc_id": d, "title": self.titles.get(d, ""), "ed": self.eds[d]} for d in self.doc_ids],
             "lineage": self.lineage,
         }
@@ -155,7 +166,8 @@ class SedsiIndex:
         trie = IdTrie.from_state_dict(load_file(str(folder / "trie.safetensors")))
         docs = meta["documents"]
         return cls(model, tokenizer, encoder, [d["doc_id"] for d in docs], {d["doc_id"]: d["title"] for d in docs},
-                   {d["doc_id"]: d["ed"] for d in docs}, trie, meta.get("lineage", []))
+                   {d["doc_id"]: d["ed"] for d in docs}, trie, meta.get("lineage", []),
+                   float(meta.get("length_penalty", 0.0)))  # indexes written before the option ranked by sums
 
     @staticmethod
     def load_pairs(folder: str | Path) -> list[IndexPair]:
@@ -213,7 +225,8 @@ class AddResult:
 def add_documents(index: SedsiIndex, old_pairs: list[IndexPair], old_eval: pd.DataFrame, descriptions: Descriptions,
                   texts: list[str], titles: dict[str, str], rehearsal, cfg, ckpt_dir: str | Path, *,
                   replay_ratio: float = 1.0, label_smoothing: float = 0.1, num_beams: int = 20, batch_size: int = 8,
-                  seed: int = 0, max_steps: int | None = None, on_log=None, progress: bool = True) -> AddResult:
+                  seed: int = 0, max_steps: int | None = None, on_log=None, progress: bool = True,
+                  pseudo_queries: bool = False) -> AddResult:
     """Incremental indexing (DSI++-style): the new documents' EDs join the trie, and the model is fine-tuned
     on their pairs mixed with a replay sample of `replay_ratio` old pairs per new pair. Hits@10 and MRR@10 on
     the old held-out queries before and after (forgetting), and on the new documents' held-out queries."""
@@ -231,7 +244,8 @@ def add_documents(index: SedsiIndex, old_pairs: list[IndexPair], old_eval: pd.Da
 
     measure("old_before", index, old_eval)
     grown = index.extended(descriptions, titles)
-    new_pairs = build_pairs(list(descriptions.doc_ids), texts, descriptions, rehearsal, seed=seed)
+    new_pairs = build_pairs(list(descriptions.doc_ids), texts, descriptions, rehearsal, seed=seed,
+                            pseudo_queries=pseudo_queries)
     replay = replay_sample(old_pairs, round(replay_ratio * len(new_pairs)), seed)
     result = train_index(grown, new_pairs + replay, cfg, ckpt_dir, label_smoothing, on_log=on_log,
                          progress=progress, max_steps=max_steps)

@@ -5,7 +5,9 @@ Example::
     ed_to_docs = invert_eds({"d1": "cats purr", "d2": "cats purr", "d3": "dogs bark"})
     ranked = expand_rankings([[("cats purr", -0.1), ("dogs bark", -0.9)]], ed_to_docs)   # [["d1", "d2", "d3"]]
     scores = evaluate_run({"q1": ranked[0]}, {"q1": {"d2": 1}})
-    # {"hits@1": 0.0, "hits@10": 1.0, "mrr@10": 0.5, "mrr@100": 0.5}
+    # {"hits@1": 0.0, "hits@10": 1.0, "mrr@3": 0.5, "mrr@10": 0.5, "mrr@20": 0.5}
+    per_query = evaluate_per_query(run, qrels)            # metric -> qid -> value (for paired bootstraps)
+    paired_bootstrap(a_values, b_values, seed=0)           # (mean of a - b, CI low, CI high)
     collision_rate(ed_to_docs)     # 2/3: d1 and d2 share their ED
 
 Definitions:
@@ -16,13 +18,17 @@ Definitions:
   released SE-DSI code keeps the last hit, which can make MRR@3 < Hits@1; this module does not;
 - a document is relevant when its qrels grade is >= 1; means are over every query in the qrels, a query with
   nothing retrieved (or absent from the run) counting 0.
+
+The default cut-offs are the SE-DSI paper's (Tang et al., KDD 2023, Sec. 4: Hits@1, Hits@10, MRR@3, MRR@20)
+plus MRR@10; every system of a table is cut at the same depth (the beam width) before scoring, so no
+cut-off is one that only BM25 reaches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-DEFAULT_METRICS = ("hits@1", "hits@10", "mrr@10", "mrr@100")
+DEFAULT_METRICS = ("hits@1", "hits@10", "mrr@3", "mrr@10", "mrr@20")
 
 
 def invert_eds(doc_to_ed: Mapping[str, str]) -> dict[str, list[str]]:
@@ -67,7 +73,17 @@ def evaluate_run(
     run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]],
     metrics: Sequence[str] = DEFAULT_METRICS,
 ) -> dict[str, float]:
-    """Mean of each metric over the queries of `qrels`, for `run`: qid -> doc ids, best first.
+    """Mean of each metric over the queries of `qrels`, for `run`: qid -> doc ids, best first
+    (see `evaluate_per_query`)."""
+    per_query = evaluate_per_query(run, qrels, metrics)
+    return {name: sum(values.values()) / len(values) for name, values in per_query.items()}
+
+
+def evaluate_per_query(
+    run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+) -> dict[str, dict[str, float]]:
+    """metric -> qid -> value over the queries of `qrels`, for `run`: qid -> doc ids, best first.
 
     Metric names: "hits@k" (success@k) and "mrr@k" as defined in the module docstring; other names go to
     ir-measures as they are (e.g. "nDCG@10", "R@100"). Duplicates in a ranking keep their first rank. Raises
@@ -90,7 +106,26 @@ def evaluate_run(
     if scored:
         for name, values in _per_query(scored, {qid: dict(qrels[qid]) for qid in scored}, metrics).items():
             per_query[name].update(values)
-    return {name: sum(values.values()) / len(values) for name, values in per_query.items()}
+    return per_query
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_resamples: int = 10_000, confidence: float = 0.95,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """(mean of a - b, CI low, CI high): scipy's paired percentile bootstrap over queries (resampling query
+    indices, the same for both systems)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired samples need equal non-zero lengths, got {a.size} and {b.size}")
+    diff = float(np.mean(a - b))
+    if a.size == 1 or np.all(a - b == (a - b)[0]):
+        return diff, diff, diff  # no spread to resample
+    res = bootstrap((a, b), lambda x, y, axis=-1: np.mean(x - y, axis=axis), paired=True, vectorized=True,
+                    n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+                    random_state=np.random.default_rng(seed))
+    return diff, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def collision_rate(ed_to_docs: Mapping[str, Sequence[str]]) -> float:

@@ -1,4 +1,4 @@
-"""Rehearsal Contents (RC) of SE-DSI (Tang et al., KDD 2023, arXiv 2305.15115, Sec. 4.2): the passages and
+"""Rehearsal Contents (RC) of SE-DSI (Tang et al., KDD 2023, arXiv 2305.15115, Sec. 3.3): the passages and
 sentences of a document that the model learns to map to the document's elaborative description.
 
 Example::
@@ -32,8 +32,15 @@ import pysbd
 from summa.preprocessing import textcleaner
 from summa.summarizer import _get_similarity
 
-STYLES = ("leading", "summary", "random")
-_DEFAULT_COUNTS = {"leading": (3, 6), "summary": (1, 6), "random": (3, 6)}  # (passages, sentences), as in the paper
+from semflow.config.sedsi import REHEARSAL_STYLES, RehearsalConfig
+
+STYLES = REHEARSAL_STYLES
+_DEFAULTS = RehearsalConfig()
+_DEFAULT_COUNTS = {  # (passages, sentences) per style, from the config model (the paper's 3/6 and 1/6)
+    "leading": (_DEFAULTS.passages, _DEFAULTS.sentences),
+    "summary": (_DEFAULTS.summary_passages, _DEFAULTS.summary_sentences),
+    "random": (_DEFAULTS.passages, _DEFAULTS.sentences),
+}
 
 
 @dataclass(frozen=True)
@@ -46,29 +53,7 @@ class Rehearsal:
         return [*self.passages, *self.sentences]
 
 
-@dataclass(frozen=True)
-class RehearsalSettings:
-    style: str = "leading"  # leading | summary | random
-    passages: int = 3  # leading/random: passages kept
-    sentences: int = 6  # leading/random: sentences kept
-    passage_size: int = 5  # sentences per passage
-    passage_stride: int = 2  # sentences between passage starts; <= passage_size so none is skipped
-    summary_passages: int = 1  # summary: top TextRank passages kept
-    summary_sentences: int = 6  # summary: top TextRank sentences kept
-
-    def __post_init__(self):
-        if self.style not in STYLES:
-            raise ValueError(f"rehearsal style {self.style!r} is not one of {', '.join(STYLES)}")
-        for name in ("passages", "sentences", "summary_passages", "summary_sentences"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"rehearsal {name}={getattr(self, name)} must be >= 0")
-        _check_window(self.passage_size, self.passage_stride)
-
-    def counts(self) -> tuple[int, int]:
-        """(passages, sentences) kept under this style."""
-        if self.style == "summary":
-            return self.summary_passages, self.summary_sentences
-        return self.passages, self.sentences
+RehearsalSettings = RehearsalConfig  # the settings are the config model: one home for every default
 
 
 def rehearsal_contents(text: str, settings: RehearsalSettings | None = None, seed: int | str = 0) -> Rehearsal:

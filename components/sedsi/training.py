@@ -1,10 +1,13 @@
 """SE-DSI training data and loss: every input that should retrieve a document is paired with its ED.
 
-Pairs, one summed loss (SE-DSI Sec. 4.3; DSI-QG's query pairs):
+Pairs, one summed loss (the multitask loss of SE-DSI, Tang et al., KDD 2023, arXiv 2305.15115, Sec. 3.4):
 - "Document: <full document>" -> ED   (the document, cut to `max_input_tokens`)
-- "Document: <passage RC>" -> ED      (components.sedsi.rehearsal)
+- "Document: <passage RC>" -> ED      (components.sedsi.rehearsal, Sec. 3.3)
 - "Document: <sentence RC>" -> ED
-- "Query: <query>" -> ED              (pseudo-queries from ED generation; labelled training queries)
+- "Query: <labelled query>" -> ED     (the training share of the labelled queries; none: zero-shot)
+and, only with `pseudo_queries=True` (`sedsi.pairs: dsi_qg`), the recipe of DSI-QG (Zhuang et al. 2022,
+arXiv 2206.10128, Sec. 3), which the paper compares against:
+- "Query: <pseudo-query>" -> ED       (the generator's other sampled queries for the document)
 
 Encoding: a causal LM sees `<input>\\n=> ` then the ED's tokens and EOS, and learns only the ED part;
 a seq2seq model encodes the input and decodes the ED and EOS. The ED's tokens are exactly the sequences
@@ -55,9 +58,11 @@ class IndexExample:
 
 
 def build_pairs(doc_ids: list[str], texts: list[str], descriptions: Descriptions, rehearsal: RehearsalSettings,
-                seed: int = 0, queries: dict[str, list[str]] | None = None) -> list[IndexPair]:
+                seed: int = 0, queries: dict[str, list[str]] | None = None,
+                pseudo_queries: bool = False) -> list[IndexPair]:
     """Every training pair of these documents, in document order: the document, its rehearsal passages and
-    sentences, its training pseudo-queries, and `queries` (labelled training queries per doc id)."""
+    sentences, `queries` (labelled training queries per doc id) and, with `pseudo_queries`, its training
+    pseudo-queries (DSI-QG)."""
     ed_of = dict(zip(descriptions.doc_ids, descriptions.eds, strict=True))
     pseudo = dict(zip(descriptions.doc_ids, descriptions.train_queries, strict=True))
     pairs: list[IndexPair] = []
@@ -69,7 +74,8 @@ def build_pairs(doc_ids: list[str], texts: list[str], descriptions: Descriptions
         pairs.append(IndexPair("document", text, ed, doc_id))
         pairs.extend(IndexPair("passage", t, ed, doc_id) for t in rc.passages)
         pairs.extend(IndexPair("sentence", t, ed, doc_id) for t in rc.sentences)
-        pairs.extend(IndexPair("query", q, ed, doc_id) for q in pseudo[doc_id] + (queries or {}).get(doc_id, []))
+        inputs = (pseudo[doc_id] if pseudo_queries else []) + (queries or {}).get(doc_id, [])
+        pairs.extend(IndexPair("query", q, ed, doc_id) for q in inputs)
     return pairs
 
 

@@ -69,6 +69,69 @@ def test_descriptions_refuse_documents_without_text(tiny):
         generate_descriptions(model, tok, ["d1", "d2"], ["x"], EdSettings(candidates=1), progress=False)
 
 
+def test_candidate_log_probs_gathered_at_candidate_positions_equal_a_full_log_softmax(tiny):
+    from components.sedsi.descriptions import continuation_logprobs
+
+    model, tok = tiny
+    prompts = [tok("Document: cats purr", add_special_tokens=False)["input_ids"], tok("Q", add_special_tokens=False)["input_ids"]]
+    conts = [tok(" soft", add_special_tokens=False)["input_ids"], tok(" river delta", add_special_tokens=False)["input_ids"]]
+    got = continuation_logprobs(model, prompts, conts, pad_id=tok.pad_token_id, batch_size=2)
+    for p, c, lp in zip(prompts, conts, got, strict=True):
+        with torch.no_grad():
+            full = model(torch.tensor([p + c])).logits[0].float().log_softmax(-1)
+        want = [float(full[len(p) - 1 + j, t]) for j, t in enumerate(c)]
+        assert lp == pytest.approx(want, abs=1e-4)
+
+
+def test_the_shared_prompt_sampler_records_the_models_log_probs_and_is_seeded(tiny):
+    from components.sedsi.descriptions import continuation_logprobs, sample_shared_prompt, shared_prompt_logprobs
+
+    model, tok = tiny
+    prompts = [tok("Document: cats purr. Query:", add_special_tokens=False)["input_ids"],
+               tok("Rivers", add_special_tokens=False)["input_ids"]]
+    kw = dict(max_new_tokens=6, temperature=1.0, top_k=20, eos=[tok.eos_token_id], pad_id=tok.pad_token_id)
+    tokens, logps = sample_shared_prompt(model, prompts, 3, batch_size=2, seed=4, **kw)
+    assert len(tokens) == 6 and all(1 <= len(t) <= 6 for t in tokens)
+    assert all(tok.eos_token_id not in t[:-1] for t in tokens)  # a row stops at its EOS
+    assert sample_shared_prompt(model, prompts, 3, batch_size=2, seed=4, **kw)[0] == tokens  # seeded
+    assert sample_shared_prompt(model, prompts, 3, batch_size=2, seed=5, **kw)[0] != tokens
+    repeated = [p for p in prompts for _ in range(3)]
+    forward = continuation_logprobs(model, repeated, tokens, pad_id=tok.pad_token_id)
+    for lp, want in zip(logps, forward, strict=True):  # the log-probs read while sampling are the model's
+        assert lp == pytest.approx(want, abs=1e-4)
+    shared = shared_prompt_logprobs(model, prompts[1], tokens, pad_id=tok.pad_token_id, batch_size=4)
+    plain = continuation_logprobs(model, [prompts[1]] * 6, tokens, tok.pad_token_id)
+    for got, want in zip(shared, plain, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)
+
+
+def test_generic_candidates_and_the_specificity_scorer():
+    from components.sedsi.descriptions import Candidates, choose, content_words, is_generic
+
+    doc = "The Nile is the longest river in Africa and flows into the Mediterranean Sea."
+    assert content_words("What is the Nile?") == {"nile"}
+    assert is_generic("What can I do for you?", doc)  # no content word of the document
+    assert is_generic("I'm here to help with the river question", doc)  # boilerplate despite "river"
+    assert not is_generic("how long is the nile river", doc)
+    # three samples: boilerplate (likeliest under the generator), a specific query, a generic one
+    texts = ["I'm here to assist you. How can I help?", "how long is the nile river", "what is this"]
+    with_doc = [[-0.1, -0.1], [-1.0, -1.0, -1.0], [-0.5]]
+    without = [[-0.1, -0.2], [-3.0, -3.0, -3.0], [-0.4]]  # the specific query is much likelier given the doc
+    cands = Candidates(["d"], [doc], 3, texts, [True] * 3, with_doc, without)
+    assert cands.scores("mean_logprob") == pytest.approx([-0.1, -1.0, -0.5])
+    assert cands.scores("specificity") == pytest.approx([0.1, 6.0, -0.1])
+    paper = choose(cands, EdSettings(scorer="mean_logprob", filter_generic=False, heldout=0))
+    assert paper.eds == [texts[0]] and paper.generic == ["d"] and paper.generic_share == 1.0
+    filtered = choose(cands, EdSettings(scorer="mean_logprob", filter_generic=True, heldout=0))
+    assert filtered.eds == [texts[1]] and filtered.candidates[0][1:] == [texts[0], texts[2]] and filtered.generic == []
+    assert choose(cands, EdSettings(scorer="specificity", filter_generic=False, heldout=0)).eds == [texts[1]]
+    # only generic candidates: one of them is still the ED, and it is counted
+    only = Candidates(["d"], [doc], 2, [texts[0], texts[2]], [True, True], with_doc[::2], without[::2])
+    assert choose(only, EdSettings(heldout=0)).generic == ["d"]
+    with pytest.raises(ValueError, match="document-free"):
+        Candidates(["d"], [doc], 1, texts[:1], [True], with_doc[:1], None).scores("specificity")
+
+
 def test_candidates_are_ranked_by_the_generators_mean_log_probability(tiny):
     from components.sedsi.descriptions import sequence_scores
 
@@ -84,8 +147,14 @@ def test_pairs_cover_document_rehearsal_and_queries():
     words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
     text = " ".join(f"Sentence {w} talks about its topic." for w in words)
     desc = _descriptions({"a": "topic query"}, train={"a": ["q one", "q two"]})
+    # the paper's mix: document, rehearsal contents and the labelled training query; no pseudo-queries
     pairs = build_pairs(["a"], [text], desc, RehearsalSettings(style="leading"), queries={"a": ["labelled q"]})
-    assert pair_counts(pairs) == {"document": 1, "passage": 3, "sentence": 6, "query": 3}
+    assert pair_counts(pairs) == {"document": 1, "passage": 3, "sentence": 6, "query": 1}
+    assert [p.text for p in pairs if p.kind == "query"] == ["labelled q"]
+    zero_shot = build_pairs(["a"], [text], desc, RehearsalSettings(style="leading"))
+    assert pair_counts(zero_shot)["query"] == 0
+    dsi_qg = build_pairs(["a"], [text], desc, RehearsalSettings(), queries={"a": ["labelled q"]}, pseudo_queries=True)
+    assert [p.text for p in dsi_qg if p.kind == "query"] == ["q one", "q two", "labelled q"]
     assert all(p.ed == "topic query" and p.doc_id == "a" for p in pairs)
     sentences = [p.text for p in pairs if p.kind == "sentence"]
     assert sentences[0] == "Sentence one talks about its topic." and sentences[-1].startswith("Sentence six ")
@@ -95,6 +164,7 @@ def test_pairs_cover_document_rehearsal_and_queries():
     with pytest.raises(KeyError, match="'b' has no ED"):
         build_pairs(["b"], [text], desc, RehearsalSettings())
     assert len(replay_sample(pairs, 4, seed=1)) == 4 and replay_sample(pairs, 4, 1) == replay_sample(pairs, 4, 1)
+    assert replay_sample(pairs, 4, 1) != replay_sample(pairs, 4, 2)
 
 
 def test_causal_encoding_labels_only_the_ed_and_eos(tiny):
@@ -149,7 +219,12 @@ def test_an_index_learns_a_small_collection_and_survives_save_and_load(tmp_path)
 
     index.save(tmp_path / "index", pairs=pairs)
     loaded = SedsiIndex.load(tmp_path / "index")
+    assert loaded.length_penalty == index.length_penalty == 1.0  # the ranking it was built with
     assert loaded.search([sentences["d2"]], k=2, num_beams=4)[0] == hits
+    sums = loaded.search([sentences["d2"]], k=4, num_beams=4, length_penalty=0.0)[0]
+    by_ed = {h.ed: h.score for h in loaded.search([sentences["d2"]], k=4, num_beams=4)[0]}
+    for h in sums:  # the same EDs, scored by plain sums: mean x length (EOS included)
+        assert h.score == pytest.approx(by_ed[h.ed] * len(loaded.encoder.ed_ids(h.ed)), abs=1e-4)
     assert SedsiIndex.load_pairs(tmp_path / "index") == pairs
     with pytest.raises(FileNotFoundError, match="index.json is missing"):
         SedsiIndex.load(tmp_path)

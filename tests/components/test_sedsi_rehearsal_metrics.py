@@ -177,7 +177,7 @@ def test_invert_eds_and_collision_rate():
 def test_mrr_counts_the_first_relevant_document():
     run = {"q": ["x1", "rel_a", "x2", "x3", "rel_b", "x4"]}
     scores = evaluate_run(run, {"q": {"rel_a": 1, "rel_b": 1}})
-    assert scores == pytest.approx({"hits@1": 0.0, "hits@10": 1.0, "mrr@10": 0.5, "mrr@100": 0.5})
+    assert scores == pytest.approx({"hits@1": 0.0, "hits@10": 1.0, "mrr@3": 0.5, "mrr@10": 0.5, "mrr@20": 0.5})
 
 
 def test_hits_at_1_against_hits_at_10_and_a_miss():
@@ -192,7 +192,8 @@ def test_hits_at_1_against_hits_at_10_and_a_miss():
     assert scores["hits@1"] == pytest.approx(1 / 5)
     assert scores["hits@10"] == pytest.approx(2 / 5)
     assert scores["mrr@10"] == pytest.approx((1 + 1 / 3) / 5)
-    assert scores["mrr@100"] == pytest.approx((1 + 1 / 3 + 1 / 11) / 5)
+    assert scores["mrr@20"] == pytest.approx((1 + 1 / 3 + 1 / 11) / 5)
+    assert scores["mrr@3"] == pytest.approx((1 + 1 / 3) / 5)
 
 
 def test_hits_is_success_not_a_count_of_relevant_documents():
@@ -207,7 +208,7 @@ def test_duplicates_in_a_run_keep_their_first_rank():
 
 def test_a_run_that_retrieved_nothing_scores_zero():
     scores = evaluate_run({"q1": [], "q2": []}, {"q1": {"a": 1}, "q2": {"b": 1}})
-    assert scores == {"hits@1": 0.0, "hits@10": 0.0, "mrr@10": 0.0, "mrr@100": 0.0}
+    assert scores == {"hits@1": 0.0, "hits@10": 0.0, "mrr@3": 0.0, "mrr@10": 0.0, "mrr@20": 0.0}
 
 
 def test_expanded_collision_ranks_feed_the_metrics():

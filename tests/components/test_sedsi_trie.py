@@ -8,15 +8,8 @@ from transformers import LogitsProcessorList, T5Config, T5ForConditionalGenerati
 from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor
 
 from components.models.tiny import build_tiny_model, byte_tokenizer
-from components.sedsi.retrieve import (
-    ENGINES,
-    TrieLogitsProcessor,
-    build_dict_trie,
-    constrained_search,
-    prefix_allowed_tokens_fn_for,
-    reference_search,
-    trie_beam_search,
-)
+from bench.bench_sedsi_reference import build_dict_trie, prefix_allowed_tokens_fn_for, reference_search
+from components.sedsi.retrieve import ENGINES, TrieLogitsProcessor, constrained_search, trie_beam_search
 from components.sedsi.trie import IdTrie, TrieError
 from semflow.config import TinyModelConfig
 
@@ -186,28 +179,33 @@ def test_constrained_search_returns_valid_distinct_sorted_eds(request, which, be
 def test_vectorised_processor_ranks_like_prefix_allowed_tokens_fn(request, which, beams):
     model, tok = request.getfixturevalue(which)
     trie = IdTrie.build(EDS, tok.eos_token_id)
-    ours = constrained_search(model, tok, QUERIES, trie, num_beams=beams, batch_size=3, engine="generate")
+    ours = constrained_search(model, tok, QUERIES, trie, num_beams=beams, batch_size=3, engine="generate",
+                              early_stopping=True)
     ref = reference_search(model, tok, QUERIES, build_dict_trie(EDS, tok.eos_token_id), tok.eos_token_id,
                            num_beams=beams, batch_size=3)
     assert [[s for s, _ in hits] for hits in ours] == ref
 
 
-def test_scores_are_the_beam_search_log_probs(causal):
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_scores_are_the_beam_search_scores(causal, length_penalty):
     model, tok = causal
     trie = IdTrie.build(EDS, tok.eos_token_id)
-    [hits] = constrained_search(model, tok, QUERIES[:1], trie, num_beams=10, engine="generate")
+    [hits] = constrained_search(model, tok, QUERIES[:1], trie, num_beams=10, engine="generate",
+                                early_stopping=True, length_penalty=length_penalty)
     enc = tok(QUERIES[:1], return_tensors="pt", add_special_tokens=False)
     out = model.generate(
-        **enc, num_beams=10, num_return_sequences=10, do_sample=False, early_stopping=True, length_penalty=0.0,
+        **enc, num_beams=10, num_return_sequences=10, do_sample=False, early_stopping=True,
+        length_penalty=length_penalty,
         max_new_tokens=trie.depth, eos_token_id=EOS, pad_token_id=0, output_scores=True,
         return_dict_in_generate=True,
         logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, enc["input_ids"].shape[1], 0)]),
     )
     finite = out.sequences_scores[out.sequences_scores > -1e8]
     assert [s for _, s in hits] == pytest.approx(finite.tolist(), abs=1e-5)
-    # and they are the model's log-probs of the ED given the query (teacher forcing, one forward pass)
+    # and they are the model's log-probs of the ED given the query (teacher forcing, one forward pass),
+    # divided by the ED's length (EOS included) ** length_penalty
     ed, score = hits[0]
-    assert _forced_logprob(model, enc["input_ids"], ed) == pytest.approx(score, abs=1e-4)
+    assert _forced_logprob(model, enc["input_ids"], ed) / len(ed) ** length_penalty == pytest.approx(score, abs=1e-4)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -216,7 +214,7 @@ def test_greedy_score_is_a_log_prob_too(causal, engine):
     trie = IdTrie.build(EDS, tok.eos_token_id)
     [[(ed, score)]] = constrained_search(model, tok, QUERIES[:1], trie, num_beams=1, engine=engine)
     enc = tok(QUERIES[:1], return_tensors="pt", add_special_tokens=False)
-    assert _forced_logprob(model, enc["input_ids"], ed) == pytest.approx(score, abs=1e-4)
+    assert _forced_logprob(model, enc["input_ids"], ed) / len(ed) == pytest.approx(score, abs=1e-4)  # default lp 1
 
 
 def _forced_logprob(model, prompt_ids: torch.Tensor, ed: list[int]) -> float:
@@ -296,16 +294,19 @@ def query_ids(tok, which: str) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("which", ["causal", "seq2seq"])
-@pytest.mark.parametrize("eds_seed, beams, k", [(0, 1, 1), (0, 5, 5), (0, 10, 3), (0, 10, 10), (3, 20, 20),
-                                                (4, 20, 7)])
-def test_trie_engine_ranks_like_exact_generate_beam_search(request, which, eds_seed, beams, k):
+@pytest.mark.parametrize("eds_seed, beams, k, length_penalty", [
+    (0, 1, 1, 1.0), (0, 5, 5, 0.0), (0, 10, 3, 1.0), (0, 10, 10, 0.0), (0, 10, 10, 1.0), (3, 20, 20, 1.0),
+    (4, 20, 7, 0.0), (4, 20, 7, 1.0), (4, 10, 5, 2.0)])
+def test_trie_engine_ranks_like_exact_generate_beam_search(request, which, eds_seed, beams, k, length_penalty):
+    # identical rankings at the same length penalty: plain sums (0), generate's default (1), and stronger
     model, tok = request.getfixturevalue(which)
     eds = random_eds(random.Random(eds_seed), n=50 if eds_seed == 0 else 300)
     trie = IdTrie.build(eds, tok.eos_token_id)
     inputs = query_ids(tok, which)
-    ours = constrained_search(model, tok, inputs, trie, num_beams=beams, k=k, batch_size=4)
+    ours = constrained_search(model, tok, inputs, trie, num_beams=beams, k=k, batch_size=4,
+                              length_penalty=length_penalty)
     ref = constrained_search(model, tok, inputs, trie, num_beams=beams, k=k, batch_size=4, engine="generate",
-                             early_stopping="never")
+                             early_stopping="never", length_penalty=length_penalty)
     for got, want in zip(ours, ref, strict=True):
         check_hits(trie, got, k)
         assert [s for s, _ in got] == [s for s, _ in want]
@@ -320,7 +321,7 @@ def test_trie_engine_scores_are_teacher_forced_log_probs(request, which):
     for ids, hits in zip(inputs, constrained_search(model, tok, inputs, trie, num_beams=10, batch_size=2),
                          strict=True):
         for ed, score in hits:
-            assert score == pytest.approx(teacher_forced(model, tok, ids, ed), abs=1e-4)
+            assert score == pytest.approx(teacher_forced(model, tok, ids, ed) / len(ed), abs=1e-4)  # lp 1.0
 
 
 @pytest.mark.parametrize("which", ["causal", "seq2seq"])
@@ -334,7 +335,7 @@ def test_with_a_beam_per_ed_the_search_is_exhaustive(request, which):
     full = constrained_search(model, tok, inputs, trie, num_beams=len(trie), batch_size=2)
     top5 = constrained_search(model, tok, inputs, trie, num_beams=len(trie), k=5, batch_size=2)
     for ids, hits, short in zip(inputs, full, top5, strict=True):
-        truth = sorted(((teacher_forced(model, tok, ids, ed), ed) for ed in trie.sequences()), reverse=True)
+        truth = sorted(((teacher_forced(model, tok, ids, ed) / len(ed), ed) for ed in trie.sequences()), reverse=True)
         assert [ed for _, ed in truth] == [ed for ed, _ in hits]
         assert [s for s, _ in truth] == pytest.approx([s for _, s in hits], abs=1e-4)
         assert [ed for ed, _ in short] == [ed for ed, _ in hits[:5]]

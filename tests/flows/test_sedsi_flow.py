@@ -1,5 +1,6 @@
-"""The sedsi_index stage on the smoke preset: artifacts, the metrics table beside BM25, MLflow, labelled
-queries and their bad input, `semflow search`, `semflow index add`, and resuming an interrupted training."""
+"""The describe_documents and sedsi_index stages on the smoke preset: artifacts, the metrics table (SE-DSI,
+BM25 and the hybrid per named query set), MLflow, labelled queries and their bad input, `semflow search`
+and its input checks, `semflow index add`, and resuming an interrupted training."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from semflow.store import ArtifactStore
 from tests.conftest import SMOKE, crash_after_checkpoint
 
 runner = CliRunner()
-METRICS = ["hits@1", "hits@10", "mrr@10", "mrr@100"]
+METRICS = ["hits@1", "hits@10", "mrr@3", "mrr@10", "mrr@20"]
+SYSTEMS = ["sedsi", "bm25", "hybrid"]
 
 
 def flat(output: str) -> str:
@@ -37,27 +39,37 @@ def test_index_stage_outputs_metrics_beside_bm25_and_tracking(workdir):
     result = run(workdir)
     info = result["stages"]["sedsi_index"]
     table = pd.read_parquet(f"{info['uri']}/metrics.parquet")
-    assert list(table["system"]) == ["sedsi", "bm25"] and set(table["queries"]) == {"pseudo"}
-    assert set(METRICS) <= set(table.columns) and (table["n_queries"] == 8).all()  # 8 documents x 1 held out
+    # no labelled queries: the titles (never trained on) lead, the held-out pseudo-queries are named as such
+    assert list(table["queries"]) == ["titles"] * 3 + ["pseudo"] * 3 and list(table["system"]) == SYSTEMS * 2
+    assert set(METRICS) <= set(table.columns) and (table["n_queries"] == 8).all()  # 8 titles; 8 docs x 1 held out
+    assert (table["depth"] == 4).all()  # every system cut at the beam width of the smoke preset
     for metric in METRICS:
         assert table[metric].between(0, 1).all()
-    assert (table["mrr@10"] <= table["hits@10"]).all() and (table["hits@1"] <= table["mrr@10"] + 1e-9).all()
+    assert (table["mrr@10"] <= table["hits@10"]).all() and (table["hits@1"] <= table["mrr@3"] + 1e-9).all()
+    assert (table["mrr@3"] <= table["mrr@10"] + 1e-9).all() and (table["mrr@10"] <= table["mrr@20"] + 1e-9).all()
 
-    descriptions = pd.read_parquet(f"{info['uri']}/descriptions.parquet")
+    described = result["stages"]["describe_documents"]
+    descriptions = pd.read_parquet(f"{described['uri']}/descriptions.parquet")
     assert list(descriptions["doc_id"]) == _doc_ids(result)
     for row in descriptions.itertuples():
         assert row.ed == row.candidates[0] and row.ed not in set(row.heldout_queries) | set(row.train_queries)
+    assert 0 <= described["metrics"]["ed.generic_share"] <= 1 and described["metrics"]["documents"] == 8
     index = SedsiIndex.load(f"{info['uri']}/index")
     assert sorted(index.doc_ids) == sorted(_doc_ids(result))
     assert all(index.trie.contains(index.encoder.ed_ids(ed)) for ed in index.eds.values())
 
     m = info["metrics"]
     assert m["documents"] == 8 and 0 <= m["ed.collision_rate"] <= 1
-    assert m["pairs.document"] == 8 and m["pairs.sentence"] > 0 and m["train.steps"] == 3
+    # the paper's mix: documents and rehearsal contents; no pseudo-query inputs, no labelled queries here
+    assert m["pairs.document"] == 8 and m["pairs.sentence"] > 0 and m["pairs.query"] == 0 and m["train.steps"] == 3
+    assert m["titles.queries"] == 8 and m["pseudo.queries"] == 8
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     child = client.get_run(info["mlflow_run_id"])
     assert child.data.tags["mlflow.parentRunId"] == result["mlflow_run_id"]
-    assert {"pseudo.sedsi.hits_at_10", "pseudo.bm25.mrr_at_10", "ed.collision_rate", "rc.passages_per_doc"} <= set(child.data.metrics)
+    assert {"titles.sedsi.hits_at_1", "titles.hybrid.mrr_at_20", "pseudo.sedsi.hits_at_10", "pseudo.bm25.mrr_at_3",
+            "ed.collision_rate", "ed.generic_share", "rc.passages_per_doc"} <= set(child.data.metrics)
+    assert not [k for k in child.data.metrics if "mrr_at_100" in k]  # no cut-off beyond the depth both reach
+    assert child.data.tags["semflow.sedsi.headline_queries"] == "titles"
     assert [x.step for x in client.get_metric_history(child.info.run_id, "train/loss")] == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "sedsi")}
     assert artifacts == {"sedsi/metrics.json", "sedsi/samples.json"}
@@ -98,6 +110,23 @@ def test_search_and_index_add_from_the_command_line(workdir, tmp_path):
     assert again.exit_code == 2 and "already in the index" in flat(again.output)
     missing = runner.invoke(app, ["index", "add", str(tmp_path / "nope.jsonl"), *args])
     assert missing.exit_code == 2 and "no such file" in flat(missing.output)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    empty = runner.invoke(app, ["index", "add", str(tmp_path / "empty.jsonl"), *args])
+    assert empty.exit_code == 2 and "empty" in flat(empty.output) and len(empty.output.strip().splitlines()) == 1
+
+    # bad search input: one line, exit 2, nothing searched
+    for bad, message in ((["", "--k", "3"], "query is empty"), (["   "], "query is empty"),
+                         (["honey", "--k", "0"], "--k 0"), (["honey", "--k", "-3"], "--k -3"),
+                         (["honey", "--beams", "0"], "--beams 0")):
+        out = runner.invoke(app, ["search", *bad, *args])
+        assert out.exit_code == 2, (bad, out.output)
+        assert message in flat(out.output) and len(out.output.strip().splitlines()) == 1, out.output
+        assert "index sedsi_index" not in out.output  # nothing was loaded or searched
+    # a query longer than sedsi.max_input_tokens (64 in the smoke preset) is searched, and says it was cut
+    long = runner.invoke(app, ["search", "honey " * 40, *args])
+    assert long.exit_code == 0 and "only the first 64 were searched" in flat(long.output)
+    short = runner.invoke(app, ["search", "honey", *args])
+    assert short.exit_code == 0 and "were searched" not in short.output
 
 
 def _labelled(tmp_path, doc_ids, extra_qrels=()):
@@ -123,8 +152,20 @@ def test_labelled_queries_are_evaluated_and_unknown_documents_fail_or_are_counte
     result = run(workdir, setting.replace("}", ", on_unknown_doc: skip}"))
     table = pd.read_parquet(f"{result['stages']['sedsi_index']['uri']}/metrics.parquet")
     labelled = table[table["queries"] == "labelled"]
-    assert list(labelled["system"]) == ["sedsi", "bm25"] and (labelled["n_queries"] == 3).all()
-    assert result["stages"]["sedsi_index"]["metrics"]["queries_skipped.qrels_unknown_doc"] == 1
+    assert list(labelled["system"]) == SYSTEMS and (labelled["n_queries"] == 3).all()
+    assert list(table["queries"].drop_duplicates()) == ["labelled", "pseudo"]  # labelled first; no title set
+    m = result["stages"]["sedsi_index"]["metrics"]
+    assert m["queries_skipped.qrels_unknown_doc"] == 1 and m["queries.train"] == 0 and m["pairs.query"] == 0
+
+    # the training share trains Query -> ED pairs (the paper's labelled-query pairs) and leaves the index
+    trained = run(workdir, setting.replace("}", ", on_unknown_doc: skip, train_share: 0.4}"))
+    m = trained["stages"]["sedsi_index"]["metrics"]
+    assert m["queries.train"] == 1 and m["labelled.queries"] == 2 and m["pairs.query"] == 1
+    # the DSI-QG recipe adds the training pseudo-queries (candidates other than the ED and the held-out ones)
+    dsi_qg = run(workdir, "sedsi.pairs=dsi_qg")
+    descriptions = pd.read_parquet(f"{dsi_qg['stages']['describe_documents']['uri']}/descriptions.parquet")
+    expected = sum(len(q) for q in descriptions["train_queries"])
+    assert expected > 0 and dsi_qg["stages"]["sedsi_index"]["metrics"]["pairs.query"] == expected
 
 
 def test_an_interrupted_index_training_resumes_from_its_checkpoint(workdir, monkeypatch):
