@@ -223,7 +223,7 @@ def test_a_run_killed_during_distillation_is_finished_by_semflow_resume(services
 
     # by default resume picks only Failed/Crashed runs and names the Running one; by id it resumes it
     refused = semflow("resume", "-c", SMOKE)
-    assert refused.returncode == 1 and str(killed[0].id) in " ".join(refused.stdout.split()), refused.stdout
+    assert refused.returncode == 1 and str(killed[0].id) in " ".join(refused.stderr.split()), refused.stderr
     resumed = semflow("resume", str(killed[0].id), "-c", SMOKE)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert str(killed[0].id) in " ".join(resumed.stdout.split())
