@@ -2,73 +2,68 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from semflow.cli.common import ConfigOpt, SetOpt, app, console, load
-from semflow.runtime import tracking_uri
+from semflow.cli.common import ConfigOpt, SetOpt, app, console, fail, load
+from semflow.compare import METHODS
 
 
 @app.command()
 def compare(
-    methods: Annotated[str, typer.Option(help="comma-separated distill.method values")] = "mgsr,sft,seqkd,kd_fkl",
+    methods: Annotated[str, typer.Option(help="comma-separated: distill.method values and MGSR ablations "
+                                         "(mgsr-no-scrg, mgsr-fkl, mgsr-no-span, mgsr-fixed-band)")] = ",".join(METHODS),
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds (distill.train.seed and scrg.seed)")] = "0,1,2",
     config: ConfigOpt = Path("configs/default.yaml"),
     overrides: SetOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the table as JSON")] = None,
 ) -> None:
-    """Distil with several methods on the same data and print one ROUGE-L table (logged to MLflow too).
+    """Distil with every method on the same data and seeds; print one ROUGE-L table with paired bootstrap
+    95 % CIs against the best baseline, the teacher, the healed init and an instruction echo (logged to
+    MLflow as one comparison run).
 
-    Upstream stages are shared through the cache, so only SCRG (for mgsr) and distillation run per method."""
+    Only what a method changes runs per method: the pipeline until distill_student (SCRG and
+    distillation); data prep, teacher answers and the healed student come from the cache."""
+    from semflow.compare import CompareInputError, compare as run_compare, log_comparison, parse_methods, parse_seeds, to_json
+
+    try:  # bad input fails here, before any work
+        names, seed_list = parse_methods(methods), parse_seeds(seeds)
+    except CompareInputError as err:
+        raise fail(str(err)) from None
     cfg = load(config, overrides)
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    for name in names:  # validate every method before spending time on the first
-        load(config, [*(overrides or []), f"distill.method={name}"])
-    from flows.pipeline import pipeline
+    for name in names:  # every method's config validates before the first one runs
+        from semflow.compare import method_overrides
 
-    rows = []
-    for name in names:
-        result = pipeline(str(config), [*(overrides or []), f"distill.method={name}"])
-        m = result["stages"]["distill_student"]["metrics"]
-        rows.append({
-            "method": name, "rougeL_teacher": m["rougeL_teacher"], "rougeL_before": m["rougeL_before"],
-            "rougeL_after": m["rougeL_after"], "gain": m["rougeL_after"] - m["rougeL_before"],
-            "train_seconds": m["train_seconds"], "final_loss": m["final_loss"],
-            "test_prompts": m["test_prompts"], "mlflow_run_id": result["stages"]["distill_student"]["mlflow_run_id"],
-        })
-    table = Table(title=f"distillation methods on {config} (ROUGE-L F, test split)")
-    for column in ("method", "teacher", "before", "after", "gain", "train s", "final loss"):
-        table.add_column(column, justify="left" if column == "method" else "right")
-    for r in rows:
-        table.add_row(r["method"], f"{r['rougeL_teacher']:.4f}", f"{r['rougeL_before']:.4f}", f"{r['rougeL_after']:.4f}",
-                      f"{r['gain']:+.4f}", f"{r['train_seconds']:.0f}", f"{r['final_loss']:.3f}")
-    console.print(table)
-    console.print(f"test prompts: {int(rows[0]['test_prompts'])}")
-
-    import pandas as pd
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    # A client bound to the store, not mlflow.set_tracking_uri: that would export MLFLOW_TRACKING_URI
-    # to everything that runs later in this process.
-    client = MlflowClient(tracking_uri(cfg.runtime))
-    experiment = client.get_experiment_by_name(cfg.runtime.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(cfg.runtime.experiment)
-    run = client.create_run(experiment_id, run_name=f"compare-{cfg.name}",
-                            tags={"semflow.kind": "compare", "semflow.methods": ",".join(names)})
-    client.log_table(run.info.run_id, pd.DataFrame(rows), artifact_file="compare.json")
-    now = int(time.time() * 1000)
-    client.log_batch(run.info.run_id, metrics=[
-        Metric(f"{r['method']}.{k}", r[k], now, 0) for r in rows for k in ("rougeL_after", "gain")
-    ])
-    client.set_terminated(run.info.run_id)
-    console.print(f"MLflow comparison run: {run.info.run_id}")
+        load(config, [*(overrides or []), *method_overrides(name, seed_list[0])])
+    try:
+        table = run_compare(str(config), list(overrides or []), names, seed_list,
+                            progress=lambda m, s: console.print(f"[dim]{m}, seed {s}[/dim]"))
+    except CompareInputError as err:
+        raise fail(str(err)) from None
+    show(table, config)
+    run_id = log_comparison(cfg, table, str(config))
+    console.print(f"MLflow comparison run: {run_id}")
     if json_out:
-        json_out.write_text(json.dumps(rows, indent=2))
+        json_out.write_text(to_json(table))
+
+
+def show(table, config) -> None:
+    fmt = lambda v, spec="+.2f": "" if v is None else format(v, spec)  # noqa: E731
+    out = Table(title=f"distillation on {config}: ROUGE-L x100 on {table.scored_prompts} test prompts with references, "
+                f"mean over seeds {','.join(map(str, table.seeds))}")
+    for column in ("method", "kind", "seeds", "ROUGE-L", "sd (seeds)", f"- {table.best_baseline}", "95% CI",
+                   "repeats 4-gram", "distinct-2"):
+        out.add_column(column, justify="left" if column in ("method", "kind") else "right")
+    for r in table.rows:
+        ci = "" if r["ci_low"] is None else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+        out.add_row(r["method"], r["kind"], str(r["seeds"]), f"{r['rougeL']:.2f}", f"{r['rougeL_seed_std']:.2f}",
+                    fmt(r["vs_best"]), ci, f"{r['repetition_share']:.2f}", f"{r['distinct_2']:.2f}")
+    console.print(out)
+    if table.scored_prompts < table.test_prompts:
+        console.print(f"{table.test_prompts - table.scored_prompts} test prompts have no reference and are not scored")
 
 
 @app.command("init-student")

@@ -185,3 +185,73 @@ def test_online_scrg_samples_during_training_and_needs_no_offline_table(workdir)
     shutil.rmtree(online["uri"])
     again = run(workdir, "sedsi.enabled=false", "distill.scrg_schedule=online")["stages"]["distill_student"]
     assert again["state"] == "Completed" and store.manifest("distill_student", again["key"]).outputs["student"].digest == first
+
+
+def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
+    """semflow compare on the smoke preset: two methods x two seeds, run until distill_student only (no
+    describe_documents, cade_align or sedsi_index), one table with the CI of each row against the best
+    baseline, the reference rows, and one MLflow run holding the table and its chart."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from semflow.cli import app
+
+    out = tmp_path / "compare.json"
+    args = ["compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}", "--methods", "kd_fkl,mgsr-no-span",
+            "--seeds", "0,1", "--json", str(out)]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "240"})
+    assert result.exit_code == 0, result.output
+    table = json.loads(out.read_text())
+    assert [r["method"] for r in table["rows"]] == ["kd_fkl", "mgsr-no-span", "teacher", "healed init", "instruction echo"]
+    assert table["best_baseline"] == "kd_fkl" and table["seeds"] == [0, 1]
+    best = table["rows"][0]
+    assert best["vs_best"] == 0 and best["ci_low"] == best["ci_high"] == 0  # a row against itself
+    for r in table["rows"]:
+        assert r["ci_low"] <= r["vs_best"] <= r["ci_high"] and 0 <= r["repetition_share"] <= 1
+    assert [r["seeds"] for r in table["rows"]] == [2, 2, 1, 1, 1]
+    runs = table["runs"]
+    assert [(r["method"], r["seed"]) for r in runs] == [("kd_fkl", 0), ("kd_fkl", 1), ("mgsr-no-span", 0),
+                                                        ("mgsr-no-span", 1)]
+    assert len({r["key"] for r in runs}) == 4  # each seed is its own distillation
+    for stage in ("describe_documents", "cade_align", "sedsi_index"):
+        assert not (workdir / "artifacts" / stage).exists(), f"compare ran {stage}"
+    assert "95% CI" in result.output and "instruction echo" in result.output
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("semflow").experiment_id],
+                               "tags.`semflow.kind` = 'compare'")
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"compare.json", "compare.parquet", "compare.png"}
+    assert run.data.metrics["kd_fkl.rougeL"] == pytest.approx(best["rougeL"])
+    assert run.data.tags["semflow.best_baseline"] == "kd_fkl"
+
+
+@pytest.mark.parametrize("methods, message", [(",", "--methods names no method"),
+                                              ("sft,nope", "unknown method(s) 'nope'"),
+                                              ("sft,sft", "repeats a method")])
+def test_compare_rejects_bad_method_lists_before_any_work(workdir, methods, message):
+    from typer.testing import CliRunner
+
+    from semflow.cli import app
+
+    result = CliRunner().invoke(app, ["compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}",
+                                      "--methods", methods])
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not (workdir / "artifacts").exists()
+
+
+def test_compare_fails_naming_the_field_when_no_reference_exists(workdir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from semflow.cli import app
+
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"say {i}", "input": "", "output": ""}) + "\n" for i in range(20)))
+    result = CliRunner().invoke(app, [
+        "compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}", "--methods", "sft",
+        "--set", f"data.prompts={{kind: file, path: {data}, fields: {{reference: output}}}}"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "every test prompt's reference is empty" in text and "'output'" in text
+    assert not (workdir / "artifacts").exists()
