@@ -116,7 +116,7 @@ class StaticDecoder:
         self.batch_size, self.max_len = batch_size, max_len
         device = model.device
         self.use_graph = device.type == "cuda" if use_graph is None else use_graph
-        self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        self.cache = self._new_cache(max_len)
         dtype = next(model.parameters()).dtype
         self.neg = torch.finfo(dtype).min
         self.eos = torch.tensor(sorted(eos), device=device)
@@ -129,6 +129,13 @@ class StaticDecoder:
         self.out = torch.full((batch_size, max_len), pad_id, dtype=torch.long, device=device)
         self.written = torch.zeros(1, dtype=torch.long, device=device)  # tokens emitted so far
         self.graph: torch.cuda.CUDAGraph | None = None
+
+    def _new_cache(self, max_len: int):
+        return StaticCache(config=self.model.config, max_cache_len=max_len)
+
+    def _first_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """The token each row samples from the prefill's last logits [B, V]."""
+        return choose_tokens(logits, self.sampling)
 
     # ------------------------------------------------------------------------------------ the step
     def _step(self) -> None:
@@ -158,12 +165,13 @@ class StaticDecoder:
             self.graph.replay()
 
     def _capture(self) -> None:
-        # Warm up on a side stream (allocator, cuBLAS handles), then capture. The warm-up step writes a
-        # token that is thrown away: save and restore the state it touched.
+        # Warm up on a side stream (allocator, cuBLAS handles, compilation), then capture. The warm-up
+        # step writes a token that is thrown away: save and restore the state it touched, and the RNG
+        # state it drew from, so a call that captures samples what a later replaying call samples.
         saved = [t.clone() for t in self._state()]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
+        with torch.random.fork_rng(devices=[self.tokens.device]), torch.cuda.stream(stream):
             self._step()
         torch.cuda.current_stream().wait_stream(stream)
         self._restore(saved)
@@ -253,7 +261,7 @@ class StaticDecoder:
         # Pad the batch with copies of the first prompt so one captured graph serves every batch.
         ids, mask = pad_rows(list(prompts) + [prompts[0]] * (self.batch_size - rows), self.pad_id, device=device)
         logits = self.prefill(ids, mask.bool())
-        first = choose_tokens(logits, self.sampling)
+        first = self._first_tokens(logits)
         done = torch.isin(first, self.eos)
         done[rows:] = True
         rest = self.decode(first, max_new_tokens - 1, done) if max_new_tokens > 1 else first[:, :0]
