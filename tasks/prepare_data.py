@@ -50,11 +50,11 @@ def _metrics(name: str, frame: pd.DataFrame) -> dict[str, float]:
 
 def _check_corpora_have_tokens(corpora: pd.DataFrame) -> None:
     """A corpus CADE could not learn a word from fails here, naming it, not after distillation."""
-    from components.cade.text import sentences_from_texts
     from components.data import DataError
+    from components.data.text import word_tokens
 
     for name, texts in corpora.groupby("corpus", sort=False)["text"]:
-        if not sum(len(s) for s in sentences_from_texts(texts)):
+        if not any(word_tokens(t) for t in texts if isinstance(t, str)):
             raise DataError(f"data.corpora[{name}]: no usable tokens in its {len(texts)} text(s) (CADE "
                             "aligns words: give it text with words)")
 

@@ -76,3 +76,12 @@ def slugify(title: str) -> str:
     """ASCII lowercase slug: 'Animalia (book)' -> 'animalia-book' ("" for non-Latin text)."""
     ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
     return re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+
+
+def word_tokens(text: str) -> list[str]:
+    """The words CADE learns from (gensim's ``simple_preprocess``: lowercase alphabetic tokens of 2-15
+    characters); data prep uses it to refuse a corpus with none, before anything trains on it."""
+    from gensim.utils import simple_preprocess
+
+    return simple_preprocess(text, deacc=False, min_len=2, max_len=15)
+

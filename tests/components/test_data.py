@@ -570,3 +570,11 @@ def test_read_dataset_round_trip(tmp_path):
 def test_read_dataset_missing_file(tmp_path):
     with pytest.raises(DataError, match=r"dataset file not found: .*absent\.parquet"):
         read_dataset(tmp_path / "absent.parquet")
+
+
+def test_data_prep_counts_the_words_cade_learns_from():
+    from components.cade.text import tokenize
+    from components.data.text import word_tokens
+
+    for text in ("The cat sat.", "!!! ???", "x y z", "Ünïcode wörds and a-very-long-compound-wordthatgoeson", ""):
+        assert word_tokens(text) == tokenize(text)
