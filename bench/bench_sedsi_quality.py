@@ -47,10 +47,10 @@ METRICS = ("hits@1", "hits@10", "mrr@3", "mrr@10", "mrr@20")
 PRESETS = {
     # CPU: sized to finish within ~45 minutes on 2 cores (measured: bench/results/sedsi.md)
     "cpu": dict(queries=8, distractors=6, max_grade=2, steps=30, batch=8, max_input_tokens=64, candidates=10,
-                doc_tokens=96, beams=20),
+                doc_tokens=96, beams=20, ed_batch=30),
     # GPU: the whole collection (all 1,400 documents, every query), longer training
-    "gpu": dict(queries=0, distractors=0, max_grade=4, steps=3000, batch=64, max_input_tokens=128, candidates=10,
-                doc_tokens=256, beams=20),
+    "gpu": dict(queries=0, distractors=0, max_grade=4, steps=2000, batch=64, max_input_tokens=128, candidates=10,
+                doc_tokens=256, beams=20, ed_batch=640),
 }
 
 
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--seq2seq", help="folder or spec of an encoder-decoder model that loads offline")
     parser.add_argument("--teacher", default="smollm2-135m-instruct")
     for name in ("queries", "distractors", "max_grade", "steps", "batch", "max_input_tokens", "candidates",
-                 "doc_tokens", "beams"):
+                 "doc_tokens", "beams", "ed_batch"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"overrides the preset's {name}")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--device", default="cpu")
@@ -127,7 +127,7 @@ def main() -> None:
                         help="skip the retrieval run with the paper's ED scorer (first seed, first backbone)")
     parser.add_argument("--compare-prompts", action="store_true",
                         help="first seed: also sample with the other ED prompt (plain / few_shot) and compare")
-    parser.add_argument("--prompt", choices=("plain", "few_shot"), default="plain", help="the ED prompt")
+    parser.add_argument("--prompt", choices=("plain", "few_shot"), default="few_shot", help="the ED prompt (sedsi.ed.prompt)")
     parser.add_argument("--cache", type=Path, help="folder keeping each seed's sampled ED candidates, so that runs "
                         "for other backbones reuse them (same seed and ED settings: the same samples)")
     parser.add_argument("--json", type=Path, help="write every number here")
@@ -150,7 +150,7 @@ def main() -> None:
         parser.error("--data is required (unless --report)")
     p = dict(PRESETS[args.preset])
     for name in p:
-        if getattr(args, name) is not None:
+        if getattr(args, name, None) is not None:
             p[name] = getattr(args, name)
 
     import torch
@@ -175,7 +175,8 @@ def main() -> None:
         if not args.seq2seq:
             parser.error("--backbones seq2seq needs --seq2seq FOLDER (none loads offline here: see docs/sedsi.md)")
         specs["seq2seq"] = teacher_cfg.model_copy(update={"spec": args.seq2seq})
-    ed = EdConfig(candidates=p["candidates"], max_doc_tokens=p["doc_tokens"], heldout=0, prompt=args.prompt)
+    ed = EdConfig(candidates=p["candidates"], max_doc_tokens=p["doc_tokens"], heldout=0, prompt=args.prompt,
+                  batch_size=p.get("ed_batch", 30))
     variants = {"paper: mean log-prob": dict(scorer="mean_logprob", filter_generic=False),
                 "mean log-prob + filter": dict(scorer="mean_logprob", filter_generic=True),
                 "specificity": dict(scorer="specificity", filter_generic=False),
@@ -221,7 +222,7 @@ def main() -> None:
             print(f"seed {seed}: {len(doc_ids)} documents, {len(picked)} queries ({len(evaluate)} evaluate)", flush=True)
             t0, c0 = time.perf_counter(), cpu_seconds()
             cached = (args.cache / f"candidates-s{seed}-q{p['queries']}-d{p['distractors']}-g{p['max_grade']}-"
-                      f"c{p['candidates']}-t{p['doc_tokens']}.json") if args.cache else None
+                      f"c{p['candidates']}-t{p['doc_tokens']}-b{ed.batch_size}-{ed.prompt}.json") if args.cache else None
             if cached is not None and cached.is_file():
                 cands = Candidates(**json.loads(cached.read_text()))
             else:
@@ -277,7 +278,13 @@ def main() -> None:
                        "documents": len(doc_ids), "train_pairs": len(built.pairs),
                        "wall_s": time.perf_counter() - t0, "cpu_s": cpu_seconds() - c0,
                        "table": built.table.to_dict("records"), "per_query": built.per_query["labelled"]}
+                row["train_steps"] = built.metrics["train.steps"]
+                row["train_tokens_per_second"] = built.metrics["train.tokens_per_second"]
                 out["runs"].append(row)
+                if args.json:  # after every index: a run stopped early keeps what it measured (--report reads it)
+                    out["total_wall_s"], out["total_cpu_s"] = time.perf_counter() - started, cpu_seconds() - cpu0
+                    args.json.parent.mkdir(parents=True, exist_ok=True)
+                    args.json.write_text(json.dumps(out, indent=1, default=str))
                 lab = built.table[built.table["queries"] == "labelled"].set_index("system")
                 print(f"  {backbone:8} {setting:9} {variant[:12]:12} sedsi h@1 {lab.loc['sedsi', 'hits@1']:.3f} "
                       f"bm25 {lab.loc['bm25', 'hits@1']:.3f} hybrid {lab.loc['hybrid', 'hits@1']:.3f} "

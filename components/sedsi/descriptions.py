@@ -5,7 +5,9 @@ The paper generates queries with a query-generation model (docT5query) by top-k 
 per document, as DSI-QG, Zhuang et al. 2022, Sec. 3.1, does for its pseudo-queries) and takes the top one as
 the document's ED. Here the generator is an instruction model (the pipeline's teacher by default), asked
 through its chat template to write a short search query the document answers; `EdConfig.prompt`
-"few_shot" shows it one worked example first (a user turn and the assistant's query), "plain" does not.
+"few_shot" (the default, by measurement: with "plain" SmolLM2-135M-Instruct echoes the instruction or
+answers as an assistant far more often) shows it one worked example first (a user turn and the assistant's
+query); it sometimes copies the example's query, which the filter and the specificity score reject.
 
 Candidates are ranked by `EdConfig.scorer`:
 - "mean_logprob": the generator's mean token log-probability of the candidate given the prompt;
@@ -15,8 +17,9 @@ Candidates are ranked by `EdConfig.scorer`:
   near zero on this one).
 Finished candidates (ended with EOS) come before truncated ones. With `filter_generic` (a deviation from the
 paper, measured in bench/results/sedsi.md) a candidate that shares no content word with its document
-(lowercased words of 3+ letters outside bm25s's extended English stopwords) or reads as assistant boilerplate ("I'm
-here to help", "How can I assist you") ranks after every other candidate: it is the ED only when nothing
+(lowercased words of 3+ letters outside bm25s's extended English stopwords) or reads as assistant boilerplate or an echo of the
+instruction ("I'm here to help", "How can I assist you", "Write one short search query that the document
+answers"; the `BOILERPLATE` pattern) ranks after every other candidate: it is the ED only when nothing
 else is left. `Descriptions.generic` lists the documents whose ED is such a fallback (metric
 `ed.generic_share`, with a warning).
 
@@ -75,9 +78,10 @@ EXAMPLE_DOCUMENT = (
     "1889 World's Fair and was the tallest man-made structure in the world until 1930."
 )
 EXAMPLE_QUERY = "when was the eiffel tower in paris built"
-BOILERPLATE = re.compile(
+BOILERPLATE = re.compile(  # assistant talk, and echoes of the instruction itself
     r"\b(assist(ance)?|help(ful)? (you|with)|how can i|i'?m (here|ready|happy|glad)|i am (here|ready)|"
-    r"your (query|question|request)|as an ai|what is this|let me know|sure[,!])\b",
+    r"your (query|question|request)|as an ai|what is this|let me know|sure[,!]|search query|"
+    r"(the|this|following) (document|text|passage)|here'?s|revised version|(excellent|great) question)\b",
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z]{3,}")
@@ -383,8 +387,8 @@ def choose(candidates: Candidates, settings: EdConfig = EdConfig(), progress: bo
         out.train_queries.append([q for i, q in enumerate(others) if i not in held])
     if out.generic_share > WARN_GENERIC_SHARE:
         log.warning("%d of %d EDs (%.0f%%) share no content word with their document or are assistant "
-                    "boilerplate: they identify nothing (try ed.prompt=few_shot, more ed.candidates, or "
-                    "ed.scorer=specificity)", len(out.generic), len(out.doc_ids), 100 * out.generic_share)
+                    "boilerplate: they identify nothing (try more ed.candidates, ed.scorer=specificity or "
+                    "ed.filter_generic=true)", len(out.generic), len(out.doc_ids), 100 * out.generic_share)
     return out
 
 

@@ -19,8 +19,8 @@ Definitions:
 - a document is relevant when its qrels grade is >= 1; means are over every query in the qrels, a query with
   nothing retrieved (or absent from the run) counting 0.
 
-The default cut-offs are the SE-DSI paper's (Tang et al., KDD 2023, Sec. 4: Hits@1, Hits@10, MRR@3, MRR@20)
-plus MRR@10; every system of a table is cut at the same depth (the beam width) before scoring, so no
+The default cut-offs are those the SE-DSI paper reports (Tang et al., KDD 2023, its experiments: Hits@1,
+Hits@10, MRR@3, MRR@20) plus MRR@10; every system of a table is cut at the same depth (the beam width) before scoring, so no
 cut-off is one that only BM25 reaches.
 """
 

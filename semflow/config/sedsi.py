@@ -35,8 +35,8 @@ class EdConfig(Section):
         "at least 1; each document's prompt is run once for all its candidates)")
     seed: int = Field(0, description="sampling seed")
     prompt: Literal["plain", "few_shot"] = Field(
-        "few_shot", description="plain: the instruction and the document; few_shot: one worked example first "
-        "(chosen by measurement: fewer assistant-style replies; bench/results/sedsi.md)"
+        "few_shot", description="plain: the instruction and the document; few_shot: one worked example first (chosen "
+        "by measurement on Cranfield: fewer instruction echoes and assistant replies; bench/results/sedsi.md)"
     )
     scorer: Literal["mean_logprob", "specificity"] = Field(
         "specificity", description="how candidates are ranked: mean_logprob (the generator's mean token "
