@@ -28,6 +28,8 @@ and at ~3 us a kernel that is the 4.3 ms step measured on the H200; the weights 
   of the same shape reuses the compiled code. `first_step_seconds` reports the first step's time
   (compilation included when this shape is new); TORCHINDUCTOR_CACHE_DIR defaults to
   `<model cache>/inductor` so later processes load the compiled kernels instead of rebuilding them.
+  Shapes are static: each new (batch size, cache length) compiles again, so a caller decoding many
+  batches should size one decoder for all of them (the longest prompt) rather than one per batch.
 
 The numerics follow transformers' Llama (RMSNorm in float32 cast back, rotary cos/sin computed in
 float32 and cast to the model dtype, softmax in float32), so greedy decoding in float32 gives the
@@ -63,6 +65,7 @@ from components.generation.static import Sampling, StaticDecoder, filtered_score
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 NESTED_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # they capture CUDA graphs themselves
 UNSUPPORTED_ROPE = ("dynamic", "longrope")  # inv_freq changes with the sequence length
+RECOMPILE_LIMIT = 64  # compiled variants of the step per process (batch, cache length, dtype, sampling)
 
 
 class LayerWeights(NamedTuple):
@@ -272,6 +275,10 @@ def decode_step(arch: Arch, sampling: Sampling, pad_id: int, mode: str | None):
     key = (arch, sampling, pad_id, mode)
     if key not in _STEPS:
         step = _make_step(arch, sampling, pad_id)
+        if mode is not None:
+            # every (shape, sampling) variant is one more compiled entry of the same code object; past
+            # Dynamo's default of 8 it would silently run eagerly
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         _STEPS[key] = step if mode is None else torch.compile(step, fullgraph=True, dynamic=False, mode=mode)
     return _STEPS[key]
 
