@@ -11,9 +11,13 @@ Usage::
     alignment.slices["news"]["market"]            # the word's vector in the news slice
     alignment.count("news", "market")             # how often it occurs there
     alignment.stats["news"].words_per_second
+    alignment.replicates["news"][0]              # (half 1, half 2) KeyedVectors of split-half replicate 0
 
 Vectors of different slices live in one space (the compass's), so a cosine between a word's vectors in
-two slices measures how differently the slices use it.
+two slices measures how differently the slices use it (Bianchi et al. 2020, arXiv 2004.06519, Sec. 3).
+Two deviations from CADE, both settings measured beside CADE's own choice (bench/results/cade.md):
+epochs scaled to the text's size (``epoch_words``; 0 = CADE's fixed epochs) and split-half replicates of
+every slice (``replicates``; 0 = none), which the split_half shift measure and its significance need.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from gensim.models import KeyedVectors
+from gensim.models import KeyedVectors, Word2Vec
 
-from components.cade.compass import COMPASS, Progress, build_compass_vocab, train_compass
+from components.cade.compass import COMPASS, Progress, build_compass_vocab, compass_epochs, train_compass
 from components.cade.errors import CadeError
+from components.cade.replicates import train_replicates
 from components.cade.settings import CadeSettings
 from components.cade.slices import SliceStats, frozen_context, train_slice
 from components.cade.text import cut_long
@@ -42,6 +47,9 @@ class Alignment:
       the slice), ``count`` attribute = the word's count in the slice. Order = the caller's order.
     - ``stats``: ``"compass"`` and each slice name -> :class:`SliceStats` (words, seconds, words/s).
     - ``tokens``: each slice's token count, words outside the compass vocabulary included.
+    - ``replicates``: name -> split-half replicates [(half 1, half 2) KeyedVectors], as ``slices``.
+    - ``model``: the trained compass Word2Vec (vocabulary, noise table, context) while in memory, so more
+      slices can be trained against it (the self-check); None after :func:`load_alignment`.
     """
 
     settings: CadeSettings
@@ -50,6 +58,8 @@ class Alignment:
     slices: dict[str, KeyedVectors]
     stats: dict[str, SliceStats] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
+    replicates: dict[str, list[tuple[KeyedVectors, KeyedVectors]]] = field(default_factory=dict)
+    model: Word2Vec | None = field(default=None, repr=False, compare=False)
 
     @property
     def names(self) -> list[str]:
@@ -98,8 +108,9 @@ def align(
 
     ``slices`` maps a name to its token lists (see :func:`components.cade.text.sentences_from_texts`).
     ``progress(name, done, total)`` is called from this thread with words done/total, first for
-    ``"compass"``, then for each slice. Bad input raises CadeError before any training: fewer than 2
-    slices, an empty slice, a slice without any compass word.
+    ``"compass"``, then for each slice, then for each split half (``"<slice>#r<i>h<1|2>"``). Bad input
+    raises CadeError before any training: fewer than 2 slices, an empty slice, a slice without any
+    compass word.
     """
     settings = settings or CadeSettings()
     if not isinstance(slices, Mapping):
@@ -109,10 +120,14 @@ def align(
     slices = {name: cut_long(sentences) for name, sentences in slices.items()}
     model = build_compass_vocab(slices, settings)
     seconds, raw, effective = train_compass(model, slices, settings, progress)
-    stats = {COMPASS: SliceStats(raw_words=raw, effective_words=effective, seconds=seconds)}
+    stats = {COMPASS: SliceStats(raw_words=raw, effective_words=effective, seconds=seconds,
+                                 epochs=compass_epochs(model, settings))}
     context = frozen_context(model)
     trained: dict[str, KeyedVectors] = {}
     for name, sentences in slices.items():
         trained[name], stats[name] = train_slice(model, context, name, sentences, settings, progress)
+    replicates = {name: train_replicates(model, context, name, sentences, settings, progress)
+                  for name, sentences in slices.items()}
     tokens = {name: int(sum(len(s) for s in sentences)) for name, sentences in slices.items()}
-    return Alignment(settings=settings, compass=model.wv, context=context, slices=trained, stats=stats, tokens=tokens)
+    return Alignment(settings=settings, compass=model.wv, context=context, slices=trained, stats=stats, tokens=tokens,
+                     replicates=replicates, model=model)

@@ -7,12 +7,13 @@ Usage::
     for message in overlap_warnings(overlap):
         logger.warning(message)
     most_shifted(alignment, "news", "encyclopedia", top=20)
-    #   word  cosine  count_a  count_b  neighbours_a            neighbours_b
-    #   ...   0.12    31       18       "police, officers, ..."  "empire, roman, ..."
+    #   word  shift  z    q      cosine  count_a  count_b  neighbours_a            neighbours_b
+    #   ...   2.31   9.4  1e-12  0.12    31       28       "police, officers, ..."  "empire, roman, ..."
     neighbours(alignment, "bank", slices=["news", "encyclopedia"], topn=5)
 
 Cosines compare a word's vectors from two slices directly: CADE trained every slice against the same
-frozen context matrix, so the slices share one coordinate system and no rotation is needed.
+frozen context matrix, so the slices share one coordinate system and no rotation is needed (Bianchi et
+al. 2020, arXiv 2004.06519, Sec. 3). Shift tables rank by components.cade.shift's measures.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import pandas as pd
 from gensim.models import KeyedVectors
 
 from components.cade.alignment import Alignment
+from components.cade.shift import shift_scores
+from semflow.config.cade import CadeConfig
 
 # Jaccard overlap below which two slices' comparison is flagged. CADE aligns slices only through the
 # words they share with the compass and with each other: the CADE paper (Bianchi et al. 2020) reports
@@ -33,12 +36,11 @@ from components.cade.alignment import Alignment
 # differences rather than meaning changes. A rule of thumb for a warning, not a number from the paper.
 LOW_OVERLAP = 0.3
 
-# A word seen fewer times than this in a slice has a vector that barely left its random start
-# (5 epochs x under 10 occurrences = under 50 updates): such words are left out of shift tables and
-# neighbour lists unless the caller lowers the threshold.
-DEFAULT_MIN_COUNT = 10
+# The one min-count rule for shift tables and neighbour lists (its reasoning sits beside it, in the
+# `cade:` config section: semflow/config/cade.py).
+DEFAULT_MIN_COUNT = CadeConfig.model_fields["shift_min_count"].default
 
-SHIFT_COLUMNS = ["word", "cosine", "count_a", "count_b", "neighbours_a", "neighbours_b"]
+SHIFT_COLUMNS = ["word", "shift", "z", "q", "cosine", "count_a", "count_b", "neighbours_a", "neighbours_b"]
 
 
 def _frequent(kv: KeyedVectors, min_count: int) -> np.ndarray:
@@ -125,41 +127,44 @@ def shift_table(
     topn: int = 10,
     top: int | None = None,
     exclude: Collection[str] = (),
+    measure: str = "split_half",
 ) -> pd.DataFrame:
-    """Every word with count >= min_count in both slices, most shifted (lowest cosine) first.
+    """Every word with count >= min_count in both slices, most shifted first, by ``measure``
+    (components.cade.shift: ``split_half`` or ``cosine``).
 
-    Columns: word, cosine (between its vectors in ``a`` and ``b``), count_a, count_b, neighbours_a,
-    neighbours_b (its ``topn`` nearest words in each slice among words with count >= min_count, comma
-    separated). ``top`` keeps only the first rows (neighbours are computed only for those).
-    ``exclude`` drops words from the rows (not from the neighbours), e.g.
-    ``gensim.parsing.preprocessing.STOPWORDS``: on small corpora function words shift with genre and
-    crowd the top of the table. ``df.attrs`` holds the slice names and min_count. Ties in cosine are
-    broken by word.
+    Columns: word, shift (the measure's score, higher = more shifted), z and q (its significance: q < 0.05
+    is a shift at a 5% false discovery rate; NaN with too few words to estimate a null), cosine (between
+    its vectors in ``a`` and ``b``), count_a, count_b, neighbours_a, neighbours_b (its ``topn`` nearest
+    words in each slice among words with count >= min_count, comma separated). ``top`` keeps only the first
+    rows (neighbours are computed only for those). ``exclude`` drops words from the rows (not from the
+    neighbours), e.g. ``gensim.parsing.preprocessing.STOPWORDS``: on small corpora function words shift
+    with genre and crowd the top of the table. ``df.attrs`` holds the slice names, min_count, measure,
+    eligible (how many words passed the count rule: the table has fewer rows than ``top`` only when this
+    is smaller) and the slices' token counts. Ties are broken by word.
     """
     kv_a, kv_b = alignment.vectors(a), alignment.vectors(b)
-    exclude = set(exclude)
-    words = [
-        w for w, keep in zip(kv_a.index_to_key, _frequent(kv_a, min_count))
-        if keep and w not in exclude and w in kv_b.key_to_index and kv_b.get_vecattr(w, "count") >= min_count
-    ]
-    rows_a = np.fromiter((kv_a.key_to_index[w] for w in words), dtype=np.int64, count=len(words))
-    rows_b = np.fromiter((kv_b.key_to_index[w] for w in words), dtype=np.int64, count=len(words))
-    cosine = np.einsum("ij,ij->i", _normed(kv_a)[rows_a], _normed(kv_b)[rows_b]) if words else np.zeros(0)
-    frame = pd.DataFrame({
-        "word": pd.Series(words, dtype=object),
-        "cosine": cosine.astype(np.float64),
-        "count_a": kv_a.expandos["count"][rows_a].astype(np.int64),
-        "count_b": kv_b.expandos["count"][rows_b].astype(np.int64),
-        "_row_a": rows_a,
-        "_row_b": rows_b,
-    }).sort_values(["cosine", "word"], kind="stable").reset_index(drop=True)
+    frame = shift_scores(alignment, a, b, min_count, measure, exclude)
+    attrs = dict(frame.attrs)
     if top is not None:
         frame = frame.head(top)
-    frame["neighbours_a"] = [_joined(n) for n in nearest_rows(kv_a, frame["_row_a"].tolist(), min_count, topn)]
-    frame["neighbours_b"] = [_joined(n) for n in nearest_rows(kv_b, frame["_row_b"].tolist(), min_count, topn)]
-    frame = frame[SHIFT_COLUMNS]
-    frame.attrs.update({"a": a, "b": b, "min_count": min_count})
+    rows_a = [kv_a.key_to_index[w] for w in frame["word"]]
+    rows_b = [kv_b.key_to_index[w] for w in frame["word"]]
+    frame = frame.assign(neighbours_a=[_joined(n) for n in nearest_rows(kv_a, rows_a, min_count, topn)],
+                         neighbours_b=[_joined(n) for n in nearest_rows(kv_b, rows_b, min_count, topn)])
+    frame = frame[SHIFT_COLUMNS].reset_index(drop=True)
+    frame.attrs.update(attrs | {"tokens_a": alignment.tokens.get(a, 0), "tokens_b": alignment.tokens.get(b, 0)})
     return frame
+
+
+def fewer_rows_reason(table: pd.DataFrame, top: int) -> str | None:
+    """Why ``table`` (from :func:`shift_table`) has fewer than ``top`` rows, or None if it has them all."""
+    if len(table) >= top:
+        return None
+    at = table.attrs
+    return (f"{len(table)} of --top {top} rows: only {at.get('eligible', len(table))} word(s) occur >= "
+            f"{at.get('min_count')} times in both {at.get('a')!r} ({at.get('tokens_a', '?')} tokens) and "
+            f"{at.get('b')!r} ({at.get('tokens_b', '?')} tokens), stopwords excluded unless kept; a lower "
+            "min-count admits words whose vectors are mostly noise, more text admits more words")
 
 
 def most_shifted(
@@ -170,9 +175,10 @@ def most_shifted(
     min_count: int = DEFAULT_MIN_COUNT,
     topn: int = 10,
     exclude: Collection[str] = (),
+    measure: str = "split_half",
 ) -> pd.DataFrame:
     """The ``top`` most shifted words between slices ``a`` and ``b`` (the head of :func:`shift_table`)."""
-    return shift_table(alignment, a, b, min_count=min_count, topn=topn, top=top, exclude=exclude)
+    return shift_table(alignment, a, b, min_count=min_count, topn=topn, top=top, exclude=exclude, measure=measure)
 
 
 def neighbours(

@@ -102,11 +102,16 @@ def train_compass(
     """Train the compass built by :func:`build_compass_vocab`.
 
     Returns (seconds, raw words read over all epochs, effective words trained on after downsampling).
+    Epochs: :meth:`CadeSettings.epochs` of all slices' tokens, at least ``compass_epochs``.
     """
     corpus = _ConcatenatedSlices(slices)
-    callbacks = [_EpochProgress(progress, model.corpus_total_words, settings.compass_epochs)] if progress else []
+    epochs = compass_epochs(model, settings)
+    callbacks = [_EpochProgress(progress, model.corpus_total_words, epochs)] if progress else []
     start = time.perf_counter()
-    effective, raw = model.train(
-        corpus, total_examples=model.corpus_count, epochs=settings.compass_epochs, callbacks=callbacks
-    )
+    effective, raw = model.train(corpus, total_examples=model.corpus_count, epochs=epochs, callbacks=callbacks)
     return time.perf_counter() - start, int(raw), int(effective)
+
+
+def compass_epochs(model: Word2Vec, settings: CadeSettings) -> int:
+    """The compass's epochs: scaled to the words of all slices (``model.corpus_total_words``)."""
+    return settings.epochs(int(model.corpus_total_words), settings.compass_epochs)

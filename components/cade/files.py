@@ -6,6 +6,7 @@ Layout of the directory::
     compass.safetensors            compass embedding (count = over all slices)
     context.npy                    the frozen context matrix (compass syn1neg), rows in compass order
     slices/00-news.safetensors     one embedding per slice (slice vocabulary only, count = in that slice)
+    replicates/00-news-r0-h1.safetensors   split-half replicates: half 1 and 2 of replicate 0, ...
 
 Each embedding file holds the tensors ``vectors`` [words, dim] and ``counts`` [words] and, in its
 metadata, ``keys`` (the words in row order, as JSON). gensim's own ``KeyedVectors.save`` pickles, which
@@ -40,7 +41,8 @@ from components.cade.errors import CadeError
 from components.cade.settings import CadeSettings
 from components.cade.slices import SliceStats
 
-FORMAT = 2  # 1: pickled gensim .kv files
+FORMAT = 3  # 1: pickled gensim .kv files; 2: no split-half replicates (still read)
+READABLE = (2, 3)
 MANIFEST = "cade.json"
 
 
@@ -84,14 +86,23 @@ def save_alignment(alignment: Alignment, directory: str | Path, overwrite: bool 
         (tmp / "slices").mkdir()
         write_keyed_vectors(alignment.compass, tmp / "compass.safetensors")
         np.save(tmp / "context.npy", np.asarray(alignment.context))
-        files = {}
+        files, replicate_files = {}, {}
         for index, (name, kv) in enumerate(alignment.slices.items()):
             files[name] = f"slices/{_file_name(index, name)}"
             write_keyed_vectors(kv, tmp / files[name])
+            stem = files[name].removeprefix("slices/").removesuffix(".safetensors")
+            replicate_files[name] = []
+            for r, halves in enumerate(alignment.replicates.get(name, [])):
+                pair = [f"replicates/{stem}-r{r}-h{h}.safetensors" for h in (1, 2)]
+                for half, path in zip(halves, pair):
+                    (tmp / "replicates").mkdir(exist_ok=True)
+                    write_keyed_vectors(half, tmp / path)
+                replicate_files[name].append(pair)
         manifest = {
             "format": FORMAT,
             "settings": alignment.settings.to_dict(),
             "slices": files,
+            "replicates": replicate_files,
             "tokens": alignment.tokens,
             "vocabulary": {COMPASS: len(alignment.compass)} | {n: len(kv) for n, kv in alignment.slices.items()},
             "stats": {name: stats.to_dict() for name, stats in alignment.stats.items()},
@@ -117,13 +128,16 @@ def load_alignment(directory: str | Path) -> Alignment:
     if not path.is_file():
         raise CadeError(f"{root} holds no CADE alignment (no {MANIFEST})")
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in READABLE:
         raise CadeError(f"{path}: unsupported format {manifest.get('format')!r} (expected {FORMAT}; "
                         "format 1 was pickled gensim files: run the cade_align stage again)")
     stats = {
-        name: SliceStats(raw_words=s["raw_words"], effective_words=s["effective_words"], seconds=s["seconds"])
+        name: SliceStats(raw_words=s["raw_words"], effective_words=s["effective_words"], seconds=s["seconds"],
+                         epochs=s.get("epochs", 0))
         for name, s in manifest["stats"].items()
     }
+    replicates = {name: [(read_keyed_vectors(root / one), read_keyed_vectors(root / two)) for one, two in pairs]
+                  for name, pairs in manifest.get("replicates", {}).items()}
     context = np.load(root / "context.npy")
     context.flags.writeable = False
     return Alignment(
@@ -133,4 +147,5 @@ def load_alignment(directory: str | Path) -> Alignment:
         slices={name: read_keyed_vectors(root / file) for name, file in manifest["slices"].items()},
         stats=stats,
         tokens={name: int(n) for name, n in manifest["tokens"].items()},
+        replicates=replicates,
     )

@@ -58,6 +58,7 @@ class SliceStats:
     raw_words: int
     effective_words: int  # tokens trained on after downsampling
     seconds: float
+    epochs: int = 0  # passes over the text (0: not recorded, alignments saved before epoch scaling)
 
     @property
     def words_per_second(self) -> float:
@@ -192,15 +193,19 @@ def train_vectors(
     settings: CadeSettings,
     vectors: np.ndarray | None = None,
     progress: Progress | None = None,
+    epochs: int | None = None,
 ) -> tuple[np.ndarray, Counter, SliceStats]:
     """Train word vectors for every compass index on ``sentences`` against the frozen ``context``.
 
     Returns (vectors of shape [len(compass vocab), vector_size], the slice's counts of compass words,
     stats). ``vectors`` gives the starting point (default: by ``settings.init``); it is trained in place.
-    Words outside the compass vocabulary are dropped once up front (the kernels would skip them anyway).
+    ``epochs`` defaults to ``settings.epochs(tokens, settings.slice_epochs)``: at least slice_epochs,
+    more for a small slice when ``settings.epoch_words`` asks for it. Words outside the compass
+    vocabulary are dropped once up front (the kernels would skip them anyway).
     """
     vocab = compass.wv.key_to_index
     raw = sum(len(s) for s in sentences)
+    epochs = settings.epochs(raw, settings.slice_epochs) if epochs is None else epochs
     kept = [tokens for s in sentences if (tokens := [w for w in s if w in vocab])]
     counts = Counter(w for s in kept for w in s)
     if not counts:
@@ -229,7 +234,7 @@ def train_vectors(
     sg = settings.sg == 1
     jobs = _jobs(kept, settings.batch_words)
     epoch_words = sum(words for *_, words in jobs)
-    total = epoch_words * settings.slice_epochs
+    total = epoch_words * epochs
     seed = slice_seed(settings.seed, name)
 
     def run(start: int, end: int, words: int, alpha: float, job_seed: int) -> int:
@@ -253,7 +258,7 @@ def train_vectors(
         return done
 
     tasks, position = [], 0
-    for epoch in range(settings.slice_epochs):
+    for epoch in range(epochs):
         for index, (start, end, words) in enumerate(jobs):
             # Linear decay over the whole run, evaluated at the job's start, as Word2Vec does per job.
             alpha = settings.alpha - (settings.alpha - settings.min_alpha) * position / total
@@ -278,7 +283,7 @@ def train_vectors(
                 if progress:
                     progress(name, done_words, total)
     seconds = time.perf_counter() - began
-    stats = SliceStats(raw_words=raw * settings.slice_epochs, effective_words=effective, seconds=seconds)
+    stats = SliceStats(raw_words=raw * epochs, effective_words=effective, seconds=seconds, epochs=epochs)
     return vectors, counts, stats
 
 

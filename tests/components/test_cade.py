@@ -72,8 +72,10 @@ def make_slice(
 
 
 def small(sg: int = 0, **overrides) -> CadeSettings:
-    # 32 dims and 10 epochs: each alignment below trains in 1-2 s on 2 cores.
-    values = dict(sg=sg, vector_size=32, compass_epochs=10, slice_epochs=10, workers=2, seed=0)
+    # 32 dims and 10 fixed epochs, no split-half replicates unless asked: each alignment below trains in
+    # 1-2 s on 2 cores (test_cade_shift.py covers the epoch scaling and the replicates).
+    values = dict(sg=sg, vector_size=32, compass_epochs=10, slice_epochs=10, epoch_words=0, replicates=0, workers=2,
+                  seed=0)
     return CadeSettings(**(values | overrides))
 
 
@@ -84,7 +86,7 @@ def planted_slices():
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["cbow", "sg"])
 def planted(request, planted_slices):
-    return request.param, align(planted_slices, small(request.param))
+    return request.param, align(planted_slices, small(request.param, replicates=2))
 
 
 def topic_members(topic: int, placement: dict[str, int]) -> set[str]:
@@ -154,9 +156,11 @@ def test_random_init_differs_per_slice_and_is_deterministic():
 
 
 # ------------------------------------------------------------------------------------ planted shift
-def test_cade_ranks_planted_words_most_shifted_and_keeps_stable_words(planted):
+@pytest.mark.parametrize("measure", ["split_half", "cosine"])
+def test_cade_ranks_planted_words_most_shifted_and_keeps_stable_words(planted, measure):
     sg, alignment = planted
-    table = shift_table(alignment, "one", "two", min_count=MIN_COUNT, topn=3)
+    table = shift_table(alignment, "one", "two", min_count=MIN_COUNT, topn=3, measure=measure)
+    assert table.attrs["measure"] == measure
     assert len(table) == TOPICS * PER_TOPIC + len(PLANTED)  # every word passes the count filter
     assert precision_at_k(table["word"].tolist()) >= 0.9
     stable = table.loc[~table["word"].isin(PLANTED), "cosine"]
@@ -193,7 +197,7 @@ def test_identical_slices_give_near_identical_vectors(planted_slices):
     alignment = align({"x": sentences, "y": [list(s) for s in sentences]}, small(0))
     x, y = alignment.slices["x"], alignment.slices["y"]
     assert not np.array_equal(x.vectors, y.vectors)  # separate random starts and training runs
-    table = shift_table(alignment, "x", "y", min_count=MIN_COUNT)
+    table = shift_table(alignment, "x", "y", min_count=MIN_COUNT, measure="cosine")
     assert table["cosine"].min() > 0.95  # measured 0.998
 
 
@@ -229,8 +233,10 @@ def test_most_shifted_and_neighbours_and_cross_similarity(planted):
     _, alignment = planted
     top = most_shifted(alignment, "one", "two", top=5, min_count=MIN_COUNT, topn=4)
     assert len(top) == 5 and set(top["word"]) <= set(PLANTED)
-    assert list(top.columns) == ["word", "cosine", "count_a", "count_b", "neighbours_a", "neighbours_b"]
-    assert top["cosine"].is_monotonic_increasing
+    assert list(top.columns) == ["word", "shift", "z", "q", "cosine", "count_a", "count_b", "neighbours_a",
+                                 "neighbours_b"]
+    assert top["shift"].is_monotonic_decreasing
+    assert (top["q"] < 0.05).all()  # planted shifts are significant
     assert all(len(n.split(", ")) == 4 for n in top["neighbours_a"])
     near = neighbours(alignment, "p1", topn=3)
     assert list(near["slice"]) == ["one"] * 3 + ["two"] * 3
@@ -325,14 +331,16 @@ def test_sentences_from_texts_and_split_heldout():
 
 # ---------------------------------------------------------------------------------------- errors
 def test_bad_settings_name_the_field():
-    with pytest.raises(CadeError, match=r"sg=2.*0 \(CBOW\) or 1"):
+    with pytest.raises(CadeError, match=r"sg=2: Input should be 0 or 1"):
         CadeSettings(sg=2)
     with pytest.raises(CadeError, match="init='random'"):
         CadeSettings(init="random")
     with pytest.raises(CadeError, match="min_alpha"):
         CadeSettings(min_alpha=0.5)
-    with pytest.raises(CadeError, match="negative=0"):
+    with pytest.raises(CadeError, match="negative=0: Input should be greater than 0"):
         CadeSettings(negative=0)
+    with pytest.raises(CadeError, match="vector_size=32.0: Input should be a valid integer"):
+        CadeSettings(vector_size=32.0)  # strict: no silent float-to-int
 
 
 def test_bad_slices_raise_errors_naming_the_slice(planted_slices):
@@ -378,6 +386,8 @@ def test_save_load_round_trip(planted, tmp_path):
     assert manifest["slices"] == {"one": "slices/00-one.safetensors", "two": "slices/01-two.safetensors"}
     alone = read_keyed_vectors(path / "slices/01-two.safetensors")  # one slice reads alone, no pickle
     assert alone.get_vecattr("p0", "count") == alignment.count("two", "p0")
+    assert manifest["replicates"]["one"] == [["replicates/00-one-r0-h1.safetensors", "replicates/00-one-r0-h2.safetensors"],
+                                             ["replicates/00-one-r1-h1.safetensors", "replicates/00-one-r1-h2.safetensors"]]
     assert all(b"pickle" not in f.read_bytes()[:200] and not f.read_bytes().startswith(b"\x80")
                for f in path.rglob("*") if f.is_file())
     again = save_alignment(alignment, tmp_path / "again")  # the same vectors give the same bytes
@@ -393,6 +403,11 @@ def test_save_load_round_trip(planted, tmp_path):
         assert np.array_equal(loaded.slices[name].vectors, alignment.slices[name].vectors)
         assert loaded.word_counts(name) == alignment.word_counts(name)
         assert loaded.stats[name].to_dict() == alignment.stats[name].to_dict()
+        assert len(loaded.replicates[name]) == len(alignment.replicates[name]) == 2
+        for (x1, x2), (y1, y2) in zip(loaded.replicates[name], alignment.replicates[name]):
+            assert x1.index_to_key == y1.index_to_key and np.array_equal(x1.vectors, y1.vectors)
+            assert np.array_equal(x2.vectors, y2.vectors) and x2.get_vecattr("p0", "count") == y2.get_vecattr("p0", "count")
+    assert loaded.model is None and alignment.model is not None  # the compass model is not saved
     pd.testing.assert_frame_equal(
         shift_table(loaded, "one", "two", min_count=MIN_COUNT),
         shift_table(alignment, "one", "two", min_count=MIN_COUNT),

@@ -1,5 +1,5 @@
-"""The cade_align stage on the smoke preset: artifacts, MLflow tables and plots, the CLI over them,
-and bad input."""
+"""The cade_align stage on the smoke preset: artifacts, MLflow tables, metrics and plots, the slices built
+from matching prompts, the self-check, the CLI over them, and bad input."""
 
 from __future__ import annotations
 
@@ -8,47 +8,78 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from components.cade import CadeError, load_alignment
-from flows.pipeline import pipeline
+from components.cade import CadeError, load_alignment, sentences_from_texts
+from flows.pipeline import failed_stage, pipeline
 from semflow.cli import app
 from tests.conftest import SMOKE
 
 runner = CliRunner()
+# The smoke preset with CADE's fixed epochs and two split-half replicates: the split_half measure, its
+# q-values and the self-check all run, in seconds (the scaled epochs would train the smoke corpora 30-100x).
+CADE = ["cade.epoch_words=0", "cade.replicates=2", "cade.self_check_pairs=2"]
 
 
 def run(workdir, *overrides):
-    return pipeline(str(SMOKE), [f"runtime.workdir={workdir}", *overrides])
+    return pipeline(str(SMOKE), [f"runtime.workdir={workdir}", *CADE, *overrides])
 
 
 def test_cade_stage_outputs_tracking_and_cli(workdir):
     result = run(workdir)
     info = result["stages"]["cade_align"]
     alignment = load_alignment(f"{info['uri']}/embeddings")
-    # the smoke teacher/students write a few random bytes: too little text, left out with a warning
-    assert alignment.names == ["news", "encyclopedia", "references"]
-    assert info["metrics"]["slices_skipped"] == 3
+    # the smoke teacher/students write a few random bytes and the generated slices hold only the test
+    # prompts' answers: too little text, left out with a warning
+    assert alignment.names == ["news", "encyclopedia"]
+    assert info["metrics"]["slices_skipped"] == 4
+    assert [len(alignment.replicates[n]) for n in alignment.names] == [2, 2]
     shifts = pd.read_parquet(f"{info['uri']}/shifts.parquet")
-    assert {"word", "cosine", "count_a", "count_b", "neighbours_a", "neighbours_b", "slice_a", "slice_b"} <= set(shifts.columns)
-    assert set(zip(shifts.slice_a, shifts.slice_b)) <= {("news", "encyclopedia"), ("news", "references"), ("encyclopedia", "references")}
+    assert {"word", "shift", "z", "q", "cosine", "count_a", "count_b", "neighbours_a", "neighbours_b", "slice_a",
+            "slice_b", "measure"} <= set(shifts.columns)
+    assert set(zip(shifts.slice_a, shifts.slice_b)) == {("news", "encyclopedia")}
+    assert set(shifts["measure"]) == {"split_half"} and shifts["q"].between(0, 1).all()
+    assert shifts["shift"].is_monotonic_decreasing
     overlap = pd.read_parquet(f"{info['uri']}/overlap.parquet")
-    assert len(overlap) == 3
+    assert len(overlap) == 2
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     child = client.get_run(info["mlflow_run_id"])
-    assert "teacher" in child.data.tags["semflow.cade.skipped"]
+    tags = child.data.tags
+    # the generated slices are the answers to distill_student's test prompts, every one of them
+    evaluation = pd.read_parquet(f"{result['stages']['distill_student']['uri']}/eval.parquet")
+    assert tags["semflow.cade.generated_prompts"] == f"test prompts of distill_student's eval table ({len(evaluation)})"
+    for slice_name, column in (("references", "reference"), ("teacher", "teacher"), ("student_after", "student_after")):
+        tokens = sum(map(len, sentences_from_texts(evaluation[column])))
+        assert f"{slice_name} ({tokens} tokens < 50)" in tags["semflow.cade.skipped"]
+    # the self-check ran on the focus pair and is a metric; low recall comes with a warning
+    recall = child.data.metrics["self_check_recall.news_vs_encyclopedia"]
+    selfcheck = pd.read_parquet(f"{info['uri']}/selfcheck.parquet")
+    assert len(selfcheck) == 4 and set(selfcheck["planted_in"]) == {"news"}
+    assert recall == pytest.approx(selfcheck["found"].mean())
+    assert tags["semflow.cade.self_check"] == ("low recall" if recall < 0.5 else "ok")
+    assert ("self-check news vs encyclopedia" in tags["semflow.cade.warnings"]) == (recall < 0.5)
+    assert child.data.metrics["compared_words.news_vs_encyclopedia"] > 30
     plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
     assert "plots/overlap.png" in plots and any(p.startswith("plots/neighbours_") for p in plots)
-    assert {a.path for a in client.list_artifacts(child.info.run_id, "preview")} >= {"preview/shifts.json"}
+    assert {a.path for a in client.list_artifacts(child.info.run_id, "preview")} >= {"preview/shifts.json",
+                                                                                      "preview/selfcheck.json"}
 
     base = ["-c", str(SMOKE), "--set", f"runtime.workdir={workdir}"]
     shift = runner.invoke(app, ["shift", "news", "encyclopedia", "--top", "3", "--min-count", "2", *base])
     assert shift.exit_code == 0, shift.output
-    assert "most shifted words, news vs encyclopedia" in shift.output
+    assert "most shifted words, news vs encyclopedia, by split_half" in shift.output
+    assert "q < 0.05: a shift at a 5% false discovery rate" in shift.output
+    assert "self-check (cade_align):" in shift.output and "planted swaps in news" in shift.output
+    few = runner.invoke(app, ["shift", "news", "encyclopedia", "--top", "500", "--min-count", "2", *base])
+    assert few.exit_code == 0 and "of --top 500 rows: only" in few.output and "'news' (" in few.output
+    cosine = runner.invoke(app, ["shift", "news", "encyclopedia", "--measure", "cosine", "--min-count", "2", *base])
+    assert cosine.exit_code == 0 and "by cosine" in cosine.output
     word = shifts[(shifts.slice_a == "news") & (shifts.slice_b == "encyclopedia")]["word"].iloc[0]
     near = runner.invoke(app, ["neighbours", word, "--slices", "news", "--slices", "encyclopedia", "--min-count", "1", *base])
     assert near.exit_code == 0 and f"neighbours of {word!r}" in near.output
     unknown_slice = runner.invoke(app, ["shift", "news", "tabloids", *base])
     assert unknown_slice.exit_code == 2 and "tabloids" in unknown_slice.output
+    bad_measure = runner.invoke(app, ["shift", "news", "encyclopedia", "--measure", "euclid", *base])
+    assert bad_measure.exit_code == 2 and "--measure 'euclid'" in bad_measure.output
     absent = runner.invoke(app, ["neighbours", "zzzzqx", *base])
     assert absent.exit_code == 2 and "zzzzqx" in absent.output and "news" in absent.output
 
@@ -59,7 +90,8 @@ def test_cli_without_a_cade_run_says_so(workdir):
 
 
 def test_unknown_slice_in_config_fails_before_training_and_writes_nothing(workdir):
-    with pytest.raises(CadeError, match=r"unknown slice\(s\) \['tabloids'\]"):
+    with pytest.raises(CadeError, match=r"unknown slice\(s\) \['tabloids'\]") as raised:
         run(workdir, "cade.slices=[news, tabloids]")
+    assert failed_stage(raised.value) == "cade_align"  # the stage's own error, with a note naming it
     cade_dir = workdir / "artifacts" / "cade_align"
     assert not cade_dir.exists() or not any(cade_dir.iterdir())

@@ -1,0 +1,247 @@
+"""How much a word's use differs between two aligned slices, and how sure that is.
+
+Two measures rank words (``MEASURES``):
+
+- ``"cosine"``: 1 - cos(v_a(w), v_b(w)) of the word's two aligned vectors, CADE's own measure (Bianchi
+  et al. 2020, "Compass-aligned Distributional Embeddings for Studying Semantic Differences across
+  Corpora", arXiv 2004.06519, Sec. 3: slices share the compass's context matrix, so their vectors are
+  directly comparable).
+- ``"split_half"`` (the default): over the split-half replicates of both slices
+  (components.cade.replicates), the mean distance of w across slices, over the four (half of a, half of
+  b) pairs, divided by its mean distance within a slice, over (a1, a2) and (b1, b2):
+
+      shift(w) = mean_r [d(a_i, b_j)] / mean_r [d(a1, a2), d(b1, b2)]        (i, j in {1, 2})
+
+  A word whose use does not change moves across slices about as much as between two halves of one
+  slice (shift ~ 1); a changed word moves more. Dividing by the word's own within-slice distance puts
+  rare and frequent, focused and diffuse words on one scale; cosine alone ranks noisy words (function
+  words, rare ones, whose vectors are far apart even within one slice) as most shifted. It is not in
+  the CADE paper: bench/bench_cade_shift.py measures it beside the cosine (bench/results/cade.md).
+
+``d`` is one of ``DISTANCES`` (the cosine distance by default; the benchmark measures the others):
+``"centred"`` subtracts each model's mean vector over the compared words first (the vectors are
+strongly anisotropic); ``"local"`` is the local-neighbourhood measure of Hamilton, Leskovec and
+Jurafsky 2016 ("Cultural Shift or Linguistic Drift? Comparing Two Computational Measures of Semantic
+Change", EMNLP, Sec. 3.2, Eq. 2): the cosine distance between the word's similarity vectors to the
+union of its k nearest neighbours in both models; ``"anchors"`` is a second-order profile: the
+correlation distance between the word's similarities to every compared word in each model.
+
+Significance: every row gets ``z`` and ``q``. The scores of all compared words are put on a log scale
+and centred and scaled by an empirical null estimated from the words themselves (median and MAD x
+1.4826: the robust version of Efron 2004, "Large-Scale Simultaneous Hypothesis Testing: The Choice of
+a Null Hypothesis", JASA 99:96-104, which assumes most words did not change); ``p`` is the normal upper
+tail of ``z`` and ``q`` the Benjamini-Hochberg (1995, JRSS-B 57:289-300) adjusted p-value over the
+compared words: a word with q < 0.05 is a shift at a 5% false discovery rate. With fewer than
+MIN_NULL_WORDS compared words no null can be estimated and z, q are NaN.
+
+Usage::
+
+    from components.cade.shift import shift_scores
+    frame = shift_scores(alignment, "news", "encyclopedia", min_count=20)
+    frame.head()        # word, shift, z, q, cosine, count_a, count_b; most shifted first
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+import pandas as pd
+from gensim.models import KeyedVectors
+from scipy.stats import false_discovery_control, norm
+
+from components.cade.alignment import Alignment
+from components.cade.errors import CadeError
+
+MEASURES = ("split_half", "cosine")
+DISTANCES = ("cosine", "centred", "local", "anchors")
+# Below this many compared words the median/MAD of their scores is no estimate of a null distribution
+# (a handful of words, any of which may have shifted); z and q are then NaN rather than invented.
+MIN_NULL_WORDS = 30
+LOCAL_NEIGHBOURS = 25  # Hamilton et al. 2016 use k = 25
+SCORE_COLUMNS = ["word", "shift", "z", "q", "cosine", "count_a", "count_b"]
+
+
+def eligible_words(alignment: Alignment, a: str, b: str, min_count: int, exclude: Collection[str] = ()) -> list[str]:
+    """Words with count >= min_count in both slices, not in ``exclude``, in slice ``a``'s order."""
+    kv_a, kv_b = alignment.vectors(a), alignment.vectors(b)
+    exclude = set(exclude)
+    counts_a = kv_a.expandos["count"]
+    return [w for w, n in zip(kv_a.index_to_key, counts_a)
+            if n >= min_count and w not in exclude and w in kv_b.key_to_index and kv_b.get_vecattr(w, "count") >= min_count]
+
+
+def _rows(kv: KeyedVectors, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 vectors of the words, mask of words present), zero rows for absent words."""
+    present = np.fromiter((w in kv.key_to_index for w in words), dtype=bool, count=len(words))
+    out = np.zeros((len(words), kv.vector_size), dtype=np.float64)
+    if present.any():
+        out[present] = kv.vectors[[kv.key_to_index[w] for w, p in zip(words, present) if p]]
+    return out, present
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    lengths = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(lengths > 0, lengths, 1.0)
+
+
+def pair_distance(kv_x: KeyedVectors, kv_y: KeyedVectors, words: Sequence[str], distance: str = "cosine") -> np.ndarray:
+    """Per word, the distance between its vectors in two aligned models (NaN where one lacks it).
+
+    ``local`` and ``anchors`` compare the word with the other ``words`` (its candidate neighbours and
+    anchors), so they need the same word list on both sides."""
+    if distance not in DISTANCES:
+        raise CadeError(f"unknown distance {distance!r}; expected one of {', '.join(DISTANCES)}")
+    x, in_x = _rows(kv_x, words)
+    y, in_y = _rows(kv_y, words)
+    both = in_x & in_y
+    out = np.full(len(words), np.nan)
+    if not both.any():
+        return out
+    x, y = x[both], y[both]
+    if distance == "cosine":
+        out[both] = 1.0 - np.einsum("ij,ij->i", _unit(x), _unit(y))
+        return out
+    x, y = _unit(x - x.mean(0)), _unit(y - y.mean(0))
+    if distance == "centred":
+        out[both] = 1.0 - np.einsum("ij,ij->i", x, y)
+        return out
+    sim_x, sim_y = x @ x.T, y @ y.T  # [n, n] similarities inside each model
+    if distance == "anchors":
+        np.fill_diagonal(sim_x, 0.0)
+        np.fill_diagonal(sim_y, 0.0)
+        sx, sy = sim_x - sim_x.mean(1, keepdims=True), sim_y - sim_y.mean(1, keepdims=True)
+        out[both] = 1.0 - np.einsum("ij,ij->i", _unit(sx), _unit(sy))
+        return out
+    # local: Hamilton et al. 2016, Eq. 2, on the union of each model's k nearest neighbours (self excluded)
+    k = min(LOCAL_NEIGHBOURS, len(x) - 1)
+    if k < 1:
+        return out
+    np.fill_diagonal(sim_x, -np.inf)
+    np.fill_diagonal(sim_y, -np.inf)
+    near = np.concatenate([np.argpartition(-sim_x, k - 1, axis=1)[:, :k], np.argpartition(-sim_y, k - 1, axis=1)[:, :k]], 1)
+    local = np.empty(len(x))
+    for i, cols in enumerate(near):
+        cols = np.unique(cols)
+        sx, sy = sim_x[i, cols], sim_y[i, cols]
+        local[i] = 1.0 - sx @ sy / max(np.linalg.norm(sx) * np.linalg.norm(sy), 1e-12)
+    out[both] = local
+    return out
+
+
+def split_half_ratio(alignment: Alignment, a: str, b: str, words: Sequence[str], distance: str = "cosine"
+                     ) -> tuple[np.ndarray, int]:
+    """(the split_half shift of each word, replicates used). A word absent from a half in some replicate
+    is scored on the other replicates; NaN if none has it in all four halves."""
+    reps_a, reps_b = alignment.replicates.get(a, []), alignment.replicates.get(b, [])
+    used = min(len(reps_a), len(reps_b))
+    if used == 0:
+        missing = [n for n, reps in ((a, reps_a), (b, reps_b)) if not reps]
+        raise CadeError(f"the split_half measure needs split-half replicates; slice(s) {', '.join(map(repr, missing))} "
+                        "have none (settings.replicates = 0, or a slice of a single text); use measure='cosine'")
+    cross = np.zeros(len(words))
+    within = np.zeros(len(words))
+    seen = np.zeros(len(words))
+    for (a1, a2), (b1, b2) in zip(reps_a[:used], reps_b[:used]):
+        w = (pair_distance(a1, a2, words, distance) + pair_distance(b1, b2, words, distance)) / 2
+        c = sum(pair_distance(x, y, words, distance) for x in (a1, a2) for y in (b1, b2)) / 4
+        ok = np.isfinite(w) & np.isfinite(c)
+        cross[ok] += c[ok]
+        within[ok] += w[ok]
+        seen[ok] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(seen > 0, cross / np.maximum(within, 1e-12), np.nan)
+    return ratio, used
+
+
+def usable_measure(alignment: Alignment, a: str, b: str, measure: str) -> tuple[str, str | None]:
+    """(the measure a table of (a, b) can use, why it differs from ``measure``): split_half needs
+    replicates of both slices (a slice of a single text has none); cosine is used otherwise."""
+    if measure != "split_half":
+        return measure, None
+    missing = [n for n in (a, b) if not alignment.replicates.get(n)]
+    if not missing:
+        return measure, None
+    return "cosine", (f"slice(s) {', '.join(missing)} have no split-half replicates (replicates=0, or a single "
+                      "text): ranked by cosine instead of split_half")
+
+
+def significance(shift: np.ndarray, counts: np.ndarray | None = None, window: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(z, q) of each score against the empirical null of the scores (see the module docstring).
+
+    ``window`` > 0 with ``counts``: a null per frequency stratum instead of one for all words (Efron 2008,
+    "Simultaneous inference: when should hypothesis testing problems be combined?", Ann. Appl. Stat.
+    2:197-223): each word is centred and scaled by the ``window`` words nearest to it in count (the
+    candidate "shift relative to words of similar frequency"). NaN for every word when fewer than
+    MIN_NULL_WORDS scores are finite, and for a NaN score."""
+    z = np.full(len(shift), np.nan)
+    q = np.full(len(shift), np.nan)
+    finite = np.isfinite(shift) & (shift > 0)
+    if finite.sum() < MIN_NULL_WORDS:
+        return z, q
+    logs = np.log(shift[finite])
+    if window > 0 and counts is not None and finite.sum() >= 2 * window:
+        order = np.argsort(np.asarray(counts)[finite], kind="stable")
+        values = np.empty(len(logs))
+        for pos, i in enumerate(order):
+            start = max(0, min(pos - window // 2, len(order) - window))
+            values[i] = _robust_z(logs[order[start : start + window]], logs[i])
+    else:
+        values = _robust_z(logs, logs)
+    if not np.isfinite(values).all():
+        return z, q
+    z[finite] = values
+    q[finite] = false_discovery_control(norm.sf(values), method="bh")
+    return z, q
+
+
+def _robust_z(reference: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 MAD) of ``reference``: a normal null's centre and scale, robust to the few
+    shifted words (NaN when the MAD is 0)."""
+    centre = np.median(reference)
+    scale = 1.4826 * np.median(np.abs(reference - centre))
+    return (x - centre) / scale if scale > 0 else np.full(np.shape(x), np.nan)
+
+
+def shift_scores(
+    alignment: Alignment,
+    a: str,
+    b: str,
+    min_count: int,
+    measure: str = "split_half",
+    exclude: Collection[str] = (),
+    distance: str = "cosine",
+) -> pd.DataFrame:
+    """Every word with count >= min_count in both slices: most shifted first (ties by word).
+
+    Columns: word, shift (the measure's score; split_half: ~1 unchanged, higher = shifted; cosine:
+    1 - cosine), z and q (significance, module docstring), cosine (of the word's two full-slice
+    vectors, for reference whatever the measure), count_a, count_b. ``df.attrs``: a, b, min_count,
+    measure, distance, eligible (the number of words compared), replicates (used; 0 for cosine)."""
+    if measure not in MEASURES:
+        raise CadeError(f"unknown shift measure {measure!r}; expected one of {', '.join(MEASURES)}")
+    kv_a, kv_b = alignment.vectors(a), alignment.vectors(b)
+    words = eligible_words(alignment, a, b, min_count, exclude)
+    cosine = 1.0 - pair_distance(kv_a, kv_b, words, "cosine") if words else np.zeros(0)
+    used = 0
+    if not words:
+        shift = np.zeros(0)
+    elif measure == "cosine":
+        shift = 1.0 - cosine if distance == "cosine" else pair_distance(kv_a, kv_b, words, distance)
+    else:
+        shift, used = split_half_ratio(alignment, a, b, words, distance)
+    z, q = significance(shift) if words else (np.zeros(0), np.zeros(0))
+    frame = pd.DataFrame({
+        "word": pd.Series(words, dtype=object),
+        "shift": shift.astype(np.float64),
+        "z": z,
+        "q": q,
+        "cosine": cosine.astype(np.float64),
+        "count_a": np.fromiter((kv_a.get_vecattr(w, "count") for w in words), dtype=np.int64, count=len(words)),
+        "count_b": np.fromiter((kv_b.get_vecattr(w, "count") for w in words), dtype=np.int64, count=len(words)),
+    })
+    frame = frame.assign(_key=-frame["shift"].fillna(-np.inf)).sort_values(["_key", "word"], kind="stable")
+    frame = frame.drop(columns="_key").reset_index(drop=True)
+    frame.attrs.update({"a": a, "b": b, "min_count": min_count, "measure": measure, "distance": distance,
+                        "eligible": len(words), "replicates": used})
+    return frame
