@@ -125,6 +125,10 @@ def main() -> None:
     parser.add_argument("--study-docs", type=int, default=24)
     parser.add_argument("--no-scorer-ablation", action="store_true",
                         help="skip the retrieval run with the paper's ED scorer (first seed, first backbone)")
+    parser.add_argument("--settings", nargs="+", choices=("zero-shot", "labelled"), default=["zero-shot", "labelled"])
+    parser.add_argument("--ed-variants", nargs="+", default=["ours: specificity + filter"],
+                        help="ED variants whose EDs index (paper: mean log-prob | mean log-prob + filter | "
+                        "specificity | ours: specificity + filter)")
     parser.add_argument("--compare-prompts", action="store_true",
                         help="first seed: also sample with the other ED prompt (plain / few_shot) and compare")
     parser.add_argument("--prompt", choices=("plain", "few_shot"), default="few_shot", help="the ED prompt (sedsi.ed.prompt)")
@@ -258,7 +262,7 @@ def main() -> None:
                                          "collision_rate": d.collision_rate, "seconds": 0.0,
                                          "distinct_candidates": sum(map(len, d.candidates)) / len(doc_ids),
                                          "example_eds": d.eds[:5]})
-            jobs = [(b, s, "ours: specificity + filter") for b in args.backbones for s in ("zero-shot", "labelled")]
+            jobs = [(b, s, v) for v in args.ed_variants for b in args.backbones for s in args.settings]
             if not args.no_scorer_ablation and seed == args.seeds[0]:
                 jobs.append((args.backbones[0], "labelled", "paper: mean log-prob"))
             for backbone, setting, variant in jobs:
