@@ -74,8 +74,8 @@ STAGES: tuple[Stage, ...] = (
           config=("teacher", "generation", "scrg", "distill"), gpu=True,
           headline=("rougeL_before", "rougeL_after", "rougeL_gain*")),
     Stage("describe_documents", "the teacher writes an Elaborative Description (a query) per document",
-          upstream=("prepare_data",), config=("teacher", "generation", "sedsi"), gpu=True,
-          when=lambda cfg: cfg.sedsi.enabled, headline=("documents", "ed.collision_rate", "ed.generic*")),
+          upstream=("prepare_data",), config=("teacher", "sedsi"), gpu=True,
+          when=lambda cfg: cfg.sedsi.enabled, headline=("documents", "ed.collision_rate", "ed.generic_share")),
     Stage("cade_align", "a word2vec compass, then one embedding per slice against its frozen context matrix",
           upstream=("prepare_data", "generate_teacher", "distill_student"), config=("cade",),
           headline=("slices", "overlap_min", "self_check*")),
@@ -83,7 +83,9 @@ STAGES: tuple[Stage, ...] = (
           upstream=("prepare_data", "describe_documents", "distill_student"), config=("teacher", "sedsi"), gpu=True,
           when=lambda cfg: cfg.sedsi.enabled,
           unread=lambda cfg: ("distill_student",) if cfg.sedsi.backbone is not None else (),
-          headline=("labelled.sedsi.hits_at_1", "labelled.bm25.hits_at_1", "pseudo.sedsi.hits_at_1")),
+          headline=("labelled.sedsi.hits_at_1", "labelled.bm25.hits_at_1", "labelled.hybrid.hits_at_1",
+                    "titles.sedsi.hits_at_1", "titles.bm25.hits_at_1", "titles.hybrid.hits_at_1",
+                    "pseudo.sedsi.hits_at_1", "pseudo.bm25.hits_at_1")),
 )
 
 POOL_STAGES: tuple[str, ...] = tuple(s.name for s in STAGES if s.gpu)

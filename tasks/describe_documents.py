@@ -7,21 +7,21 @@ distillation branch."""
 from __future__ import annotations
 
 from semflow.caching import StageKey
-from semflow.config import GenerationConfig, ModelConfig, SedsiConfig
+from semflow.config import ModelConfig, SedsiConfig
 from semflow.runtime import RunContext
 from semflow.store import StageManifest
 from tasks._stage import Outputs, cached_stage, read_output, run_stage
 
 
-def key(teacher: ModelConfig, generation: GenerationConfig, sedsi: SedsiConfig, prepare_data: StageManifest) -> StageKey:
+def key(teacher: ModelConfig, sedsi: SedsiConfig, prepare_data: StageManifest) -> StageKey:
     return StageKey(stage="describe_documents",
                     config={"teacher": teacher, "ed": sedsi.ed},  # the ED sampler takes no generation engine
                     upstream={"documents": prepare_data.output("documents").digest})
 
 
 @cached_stage(key)
-def describe_documents(teacher: ModelConfig, generation: GenerationConfig, sedsi: SedsiConfig,
-                       prepare_data: StageManifest, run: RunContext) -> StageManifest:
+def describe_documents(teacher: ModelConfig, sedsi: SedsiConfig, prepare_data: StageManifest,
+                       run: RunContext) -> StageManifest:
     import pandas as pd
 
     from components.models import load_model
@@ -47,4 +47,4 @@ def describe_documents(teacher: ModelConfig, generation: GenerationConfig, sedsi
         }
         return metrics, {"descriptions": table[["doc_id", "ed", "candidates"]]}
 
-    return run_stage(key(teacher, generation, sedsi, prepare_data), run, body)
+    return run_stage(key(teacher, sedsi, prepare_data), run, body)
