@@ -1,5 +1,8 @@
-"""CADE: Compass-aligned Distributional Embeddings (Bianchi, Di Carlo, Nicoli, Palmonari 2020; TWEC,
-AAAI 2019) on stock gensim 4, with the compass's context matrix truly frozen during slice training.
+"""CADE: Compass-aligned Distributional Embeddings (Bianchi, Di Carlo, Nicoli, Palmonari 2020,
+"Compass-aligned Distributional Embeddings for Studying Semantic Differences across Corpora", arXiv
+2004.06519; first as TWEC: Di Carlo, Bianchi, Palmonari 2019, "Training Temporal Word Embeddings with a
+Compass", AAAI) on stock gensim 4, with the compass's context matrix truly frozen during slice training.
+docs/cade.md: the method, the shift measure and its significance, the self-check, the benchmark.
 
 Usage::
 

@@ -14,10 +14,11 @@ Usage::
     alignment.replicates["news"][0]              # (half 1, half 2) KeyedVectors of split-half replicate 0
 
 Vectors of different slices live in one space (the compass's), so a cosine between a word's vectors in
-two slices measures how differently the slices use it (Bianchi et al. 2020, arXiv 2004.06519, Sec. 3).
+two slices measures how differently the slices use it (Bianchi et al. 2020, arXiv 2004.06519).
 Two deviations from CADE, both settings measured beside CADE's own choice (bench/results/cade.md):
 epochs scaled to the text's size (``epoch_words``; 0 = CADE's fixed epochs) and split-half replicates of
-every slice (``replicates``; 0 = none), which the split_half shift measure and its significance need.
+every slice (``replicates``; 0 = none) and quarter replicates (``null_replicates``), which the split_half
+shift measure and its significance need.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Alignment:
     - ``stats``: ``"compass"`` and each slice name -> :class:`SliceStats` (words, seconds, words/s).
     - ``tokens``: each slice's token count, words outside the compass vocabulary included.
     - ``replicates``: name -> split-half replicates [(half 1, half 2) KeyedVectors], as ``slices``.
+    - ``null_replicates``: name -> quarter replicates [(q1, q2, q3, q4) KeyedVectors] (the significance null).
     - ``model``: the trained compass Word2Vec (vocabulary, noise table, context) while in memory, so more
       slices can be trained against it (the self-check); None after :func:`load_alignment`.
     """
@@ -58,7 +60,8 @@ class Alignment:
     slices: dict[str, KeyedVectors]
     stats: dict[str, SliceStats] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
-    replicates: dict[str, list[tuple[KeyedVectors, KeyedVectors]]] = field(default_factory=dict)
+    replicates: dict[str, list[tuple[KeyedVectors, ...]]] = field(default_factory=dict)
+    null_replicates: dict[str, list[tuple[KeyedVectors, ...]]] = field(default_factory=dict)
     model: Word2Vec | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -108,7 +111,7 @@ def align(
 
     ``slices`` maps a name to its token lists (see :func:`components.cade.text.sentences_from_texts`).
     ``progress(name, done, total)`` is called from this thread with words done/total, first for
-    ``"compass"``, then for each slice, then for each split half (``"<slice>#r<i>h<1|2>"``). Bad input
+    ``"compass"``, then for each slice, then for its halves and quarters (``"<slice> halves"``). Bad input
     raises CadeError before any training: fewer than 2 slices, an empty slice, a slice without any
     compass word.
     """
@@ -128,6 +131,8 @@ def align(
         trained[name], stats[name] = train_slice(model, context, name, sentences, settings, progress)
     replicates = {name: train_replicates(model, context, name, sentences, settings, progress)
                   for name, sentences in slices.items()}
+    null_replicates = {name: train_replicates(model, context, name, sentences, settings, progress, parts=4,
+                                              count=settings.null_replicates) for name, sentences in slices.items()}
     tokens = {name: int(sum(len(s) for s in sentences)) for name, sentences in slices.items()}
     return Alignment(settings=settings, compass=model.wv, context=context, slices=trained, stats=stats, tokens=tokens,
-                     replicates=replicates, model=model)
+                     replicates=replicates, null_replicates=null_replicates, model=model)

@@ -13,7 +13,7 @@ Usage::
 
 Cosines compare a word's vectors from two slices directly: CADE trained every slice against the same
 frozen context matrix, so the slices share one coordinate system and no rotation is needed (Bianchi et
-al. 2020, arXiv 2004.06519, Sec. 3). Shift tables rank by components.cade.shift's measures.
+al. 2020, arXiv 2004.06519). Shift tables rank by components.cade.shift's measures.
 """
 
 from __future__ import annotations

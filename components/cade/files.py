@@ -7,6 +7,7 @@ Layout of the directory::
     context.npy                    the frozen context matrix (compass syn1neg), rows in compass order
     slices/00-news.safetensors     one embedding per slice (slice vocabulary only, count = in that slice)
     replicates/00-news-r0-h1.safetensors   split-half replicates: half 1 and 2 of replicate 0, ...
+    replicates/00-news-n0-q1.safetensors   quarter replicates (the significance null): quarter 1-4 of 0, ...
 
 Each embedding file holds the tensors ``vectors`` [words, dim] and ``counts`` [words] and, in its
 metadata, ``keys`` (the words in row order, as JSON). gensim's own ``KeyedVectors.save`` pickles, which
@@ -86,23 +87,26 @@ def save_alignment(alignment: Alignment, directory: str | Path, overwrite: bool 
         (tmp / "slices").mkdir()
         write_keyed_vectors(alignment.compass, tmp / "compass.safetensors")
         np.save(tmp / "context.npy", np.asarray(alignment.context))
-        files, replicate_files = {}, {}
+        files, replicate_files, null_files = {}, {}, {}
         for index, (name, kv) in enumerate(alignment.slices.items()):
             files[name] = f"slices/{_file_name(index, name)}"
             write_keyed_vectors(kv, tmp / files[name])
             stem = files[name].removeprefix("slices/").removesuffix(".safetensors")
-            replicate_files[name] = []
-            for r, halves in enumerate(alignment.replicates.get(name, [])):
-                pair = [f"replicates/{stem}-r{r}-h{h}.safetensors" for h in (1, 2)]
-                for half, path in zip(halves, pair):
+            for kind, letters, source, listing in (("r", "h", alignment.replicates, replicate_files),
+                                                   ("n", "q", alignment.null_replicates, null_files)):
+                listing[name] = []
+                for r, parts in enumerate(source.get(name, [])):
+                    paths = [f"replicates/{stem}-{kind}{r}-{letters}{h}.safetensors" for h in range(1, len(parts) + 1)]
                     (tmp / "replicates").mkdir(exist_ok=True)
-                    write_keyed_vectors(half, tmp / path)
-                replicate_files[name].append(pair)
+                    for part, path in zip(parts, paths):
+                        write_keyed_vectors(part, tmp / path)
+                    listing[name].append(paths)
         manifest = {
             "format": FORMAT,
             "settings": alignment.settings.to_dict(),
             "slices": files,
             "replicates": replicate_files,
+            "null_replicates": null_files,
             "tokens": alignment.tokens,
             "vocabulary": {COMPASS: len(alignment.compass)} | {n: len(kv) for n, kv in alignment.slices.items()},
             "stats": {name: stats.to_dict() for name, stats in alignment.stats.items()},
@@ -136,8 +140,10 @@ def load_alignment(directory: str | Path) -> Alignment:
                          epochs=s.get("epochs", 0))
         for name, s in manifest["stats"].items()
     }
-    replicates = {name: [(read_keyed_vectors(root / one), read_keyed_vectors(root / two)) for one, two in pairs]
-                  for name, pairs in manifest.get("replicates", {}).items()}
+    replicates, null_replicates = (
+        {name: [tuple(read_keyed_vectors(root / path) for path in paths) for paths in listed]
+         for name, listed in manifest.get(key, {}).items()}
+        for key in ("replicates", "null_replicates"))
     context = np.load(root / "context.npy")
     context.flags.writeable = False
     return Alignment(
@@ -148,4 +154,5 @@ def load_alignment(directory: str | Path) -> Alignment:
         stats=stats,
         tokens={name: int(n) for name, n in manifest["tokens"].items()},
         replicates=replicates,
+        null_replicates=null_replicates,
     )

@@ -6,10 +6,11 @@ changed. The pairs are drawn from words of matched frequency (count >= min_count
 two counts of a pair within MAX_COUNT_RATIO of each other in the swapped slice), so a swap does not
 betray itself through a word's count.
 
-The CADE paper (Bianchi et al. 2020, arXiv 2004.06519, Sec. 5) stresses that alignment is reliable only
+The CADE paper (Bianchi et al. 2020, arXiv 2004.06519) stresses that alignment is reliable only
 with enough shared vocabulary; whether *shifts* are found also depends on how much text each slice has.
 :func:`self_check` answers that for the user's own pair: it plants swaps into a copy of the smaller
-slice, trains that copy (and its split-half replicates) against the same compass, and reports the share
+slice, trains that copy (and its split-half replicates; the significance null reuses the slices' quarter
+replicates) against the same compass, and reports the share
 of planted words the shift table calls significant (q < fdr): its recall for shifts of that frequency.
 
 Usage::
@@ -128,7 +129,10 @@ def self_check(
                      tokens={other: alignment.tokens.get(other, 0), planted_name: alignment.tokens.get(target, 0)},
                      replicates={other: alignment.replicates.get(other, []),
                                  planted_name: train_replicates(alignment.model, alignment.context, planted_name,
-                                                                swapped, settings)})
+                                                                swapped, settings)},
+                     # the null needs no new training: pseudo pairs of the unswapped slice are as unchanged
+                     null_replicates={other: alignment.null_replicates.get(other, []),
+                                      planted_name: alignment.null_replicates.get(target, [])})
     scores = shift_scores(copy, other, planted_name, min_count, usable_measure(copy, other, planted_name, measure)[0],
                           exclude)
     partner = {x: y for x, y in chosen} | {y: x for x, y in chosen}

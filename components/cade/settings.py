@@ -39,8 +39,9 @@ class CadeSettings:
     The first block mirrors gensim Word2Vec's arguments and CADE's defaults; ``init`` chooses the slice
     word vectors' starting point: ``"hidden"`` (random, CADE's default) or ``"compass"`` (a copy of the
     compass word vectors). The context (output) matrix of every slice is always the compass's, frozen.
-    ``epoch_words`` scales epochs to the text's size (0: CADE's fixed epochs); ``replicates`` is the number
-    of split-half replicates trained per slice (components.cade.replicates).
+    ``epoch_words`` scales epochs to the text's size (0: CADE's fixed epochs); ``replicates`` and
+    ``null_replicates`` are the numbers of split-half and quarter replicates trained per slice
+    (components.cade.replicates).
     """
 
     sg: int = _default("sg")  # 0: CBOW (mean of the context vectors), 1: skip-gram
@@ -61,6 +62,7 @@ class CadeSettings:
     ns_exponent: float = _default("ns_exponent")
     batch_words: int = _default("batch_words")
     replicates: int = _default("replicates")
+    null_replicates: int = _default("null_replicates")
 
     def __post_init__(self) -> None:
         try:

@@ -4,7 +4,7 @@ Two measures rank words (``MEASURES``):
 
 - ``"cosine"``: 1 - cos(v_a(w), v_b(w)) of the word's two aligned vectors, CADE's own measure (Bianchi
   et al. 2020, "Compass-aligned Distributional Embeddings for Studying Semantic Differences across
-  Corpora", arXiv 2004.06519, Sec. 3: slices share the compass's context matrix, so their vectors are
+  Corpora", arXiv 2004.06519: slices share the compass's frozen context matrix, so their vectors are
   directly comparable).
 - ``"split_half"`` (the default): over the split-half replicates of both slices
   (components.cade.replicates), the mean distance of w across slices, over the four (half of a, half of
@@ -20,19 +20,30 @@ Two measures rank words (``MEASURES``):
 
 ``d`` is one of ``DISTANCES`` (the cosine distance by default; the benchmark measures the others):
 ``"centred"`` subtracts each model's mean vector over the compared words first (the vectors are
-strongly anisotropic); ``"local"`` is the local-neighbourhood measure of Hamilton, Leskovec and
+strongly anisotropic); ``"local"`` is the local neighborhood measure of Hamilton, Leskovec and
 Jurafsky 2016 ("Cultural Shift or Linguistic Drift? Comparing Two Computational Measures of Semantic
-Change", EMNLP, Sec. 3.2, Eq. 2): the cosine distance between the word's similarity vectors to the
-union of its k nearest neighbours in both models; ``"anchors"`` is a second-order profile: the
-correlation distance between the word's similarities to every compared word in each model.
+Change", EMNLP, arXiv 1606.02821): the word's cosine similarities to the union of its k = 25 nearest
+neighbours in both models form one vector per model, and the measure is the cosine distance between
+the two vectors (it needs no alignment). Deviation: similarities are taken between mean-centred
+vectors, because raw CBOW vectors of one slice are nearly all alike (cosine ~0.98). ``"anchors"`` is
+a second-order profile: the correlation distance between the word's similarities to every compared
+word in each model.
 
-Significance: every row gets ``z`` and ``q``. The scores of all compared words are put on a log scale
-and centred and scaled by an empirical null estimated from the words themselves (median and MAD x
-1.4826: the robust version of Efron 2004, "Large-Scale Simultaneous Hypothesis Testing: The Choice of
-a Null Hypothesis", JASA 99:96-104, which assumes most words did not change); ``p`` is the normal upper
-tail of ``z`` and ``q`` the Benjamini-Hochberg (1995, JRSS-B 57:289-300) adjusted p-value over the
-compared words: a word with q < 0.05 is a shift at a 5% false discovery rate. With fewer than
-MIN_NULL_WORDS compared words no null can be estimated and z, q are NaN.
+Significance: every row gets ``z`` and ``q``. For split_half, the null distribution comes from the
+slices' quarter replicates (``null_replicates``): two quarters of one slice against the other two form
+a pseudo pair in which nothing changed, and the measure is computed on it exactly as on the real pair
+(its halves are then quarters, so the null is a little wider than the real pair's: conservative). The
+log scores of these pseudo pairs, pooled over the compared words, both slices and the replicates, are
+fitted with a Student t distribution (maximum likelihood: it keeps the heavy tail that words found in
+few texts give), ``p`` is the fitted upper tail at the word's log score, and ``z`` the normal quantile of
+``1 - p``. Without quarter replicates, and for the cosine measure, the null is estimated from the
+compared words themselves instead: their log scores' median and MAD x 1.4826 (the robust form of
+Efron 2004, "Large-Scale Simultaneous Hypothesis Testing: The Choice of a Null Hypothesis", JASA
+99:96-104, which assumes most words did not change), with a normal tail. ``q`` is the
+Benjamini-Hochberg (1995, JRSS-B 57:289-300) adjusted p-value over the compared words: q < 0.05 is a
+shift at a 5% false discovery rate. Too few compared words (MIN_NULL_WORDS) or pseudo-pair scores
+(MIN_NULL_SCORES) for a null give NaN. Both nulls assume a slice's texts are independent draws: texts
+in clusters (chapters of one book, consecutive chunks of one article) make q optimistic.
 
 Usage::
 
@@ -48,7 +59,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import pandas as pd
 from gensim.models import KeyedVectors
-from scipy.stats import false_discovery_control, norm
+from scipy.stats import false_discovery_control, norm, t
 
 from components.cade.alignment import Alignment
 from components.cade.errors import CadeError
@@ -58,6 +69,7 @@ DISTANCES = ("cosine", "centred", "local", "anchors")
 # Below this many compared words the median/MAD of their scores is no estimate of a null distribution
 # (a handful of words, any of which may have shifted); z and q are then NaN rather than invented.
 MIN_NULL_WORDS = 30
+MIN_NULL_SCORES = 2 * MIN_NULL_WORDS  # pseudo-pair scores needed to fit the quarter null
 LOCAL_NEIGHBOURS = 25  # Hamilton et al. 2016 use k = 25
 SCORE_COLUMNS = ["word", "shift", "z", "q", "cosine", "count_a", "count_b"]
 
@@ -113,7 +125,8 @@ def pair_distance(kv_x: KeyedVectors, kv_y: KeyedVectors, words: Sequence[str], 
         sx, sy = sim_x - sim_x.mean(1, keepdims=True), sim_y - sim_y.mean(1, keepdims=True)
         out[both] = 1.0 - np.einsum("ij,ij->i", _unit(sx), _unit(sy))
         return out
-    # local: Hamilton et al. 2016, Eq. 2, on the union of each model's k nearest neighbours (self excluded)
+    # local: Hamilton et al. 2016's local neighborhood measure on the union of each model's k nearest
+    # neighbours (self excluded)
     k = min(LOCAL_NEIGHBOURS, len(x) - 1)
     if k < 1:
         return out
@@ -166,20 +179,45 @@ def usable_measure(alignment: Alignment, a: str, b: str, measure: str) -> tuple[
                       "text): ranked by cosine instead of split_half")
 
 
-def significance(shift: np.ndarray, counts: np.ndarray | None = None, window: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(z, q) of each score against the empirical null of the scores (see the module docstring).
+def pseudo_pair_scores(alignment: Alignment, a: str, b: str, words: Sequence[str], distance: str = "cosine"
+                       ) -> np.ndarray:
+    """The null sample of the split_half measure: for each quarter replicate (q1..q4) of slices ``a``
+    and ``b``, the log split_half score of every word between {q1, q2} and {q3, q4} (finite ones only)."""
+    scores = []
+    for name in (a, b):
+        for q1, q2, q3, q4 in alignment.null_replicates.get(name, []):
+            within = (pair_distance(q1, q2, words, distance) + pair_distance(q3, q4, words, distance)) / 2
+            cross = sum(pair_distance(x, y, words, distance) for x in (q1, q2) for y in (q3, q4)) / 4
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scores.append(np.log(cross / within))
+    values = np.concatenate(scores) if scores else np.zeros(0)
+    return values[np.isfinite(values)]
 
-    ``window`` > 0 with ``counts``: a null per frequency stratum instead of one for all words (Efron 2008,
-    "Simultaneous inference: when should hypothesis testing problems be combined?", Ann. Appl. Stat.
-    2:197-223): each word is centred and scaled by the ``window`` words nearest to it in count (the
-    candidate "shift relative to words of similar frequency"). NaN for every word when fewer than
-    MIN_NULL_WORDS scores are finite, and for a NaN score."""
+
+def significance(shift: np.ndarray, counts: np.ndarray | None = None, window: int = 0,
+                 null: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(z, q) of each score (see the module docstring).
+
+    ``null``: log scores of pseudo pairs (:func:`pseudo_pair_scores`): p from a Student t fitted to them.
+    Otherwise the empirical null of the scores themselves; with ``window`` > 0 and ``counts``, one per
+    frequency stratum (Efron 2008, "Simultaneous inference: when should hypothesis testing problems be
+    combined?", Ann. Appl. Stat. 2:197-223): each word centred and scaled by the ``window`` words nearest
+    to it in count (measured, not used by default). NaN for every word when fewer than MIN_NULL_WORDS
+    scores are finite (or the null has fewer than MIN_NULL_SCORES), and for a NaN score."""
     z = np.full(len(shift), np.nan)
     q = np.full(len(shift), np.nan)
     finite = np.isfinite(shift) & (shift > 0)
     if finite.sum() < MIN_NULL_WORDS:
         return z, q
     logs = np.log(shift[finite])
+    if null is not None:
+        if len(null) < MIN_NULL_SCORES:
+            return z, q
+        df, loc, scale = t.fit(null)
+        p = t.sf(logs, df, loc, scale)
+        z[finite] = norm.isf(np.clip(p, 1e-300, 1.0))
+        q[finite] = false_discovery_control(p, method="bh")
+        return z, q
     if window > 0 and counts is not None and finite.sum() >= 2 * window:
         order = np.argsort(np.asarray(counts)[finite], kind="stable")
         values = np.empty(len(logs))
@@ -217,20 +255,23 @@ def shift_scores(
     Columns: word, shift (the measure's score; split_half: ~1 unchanged, higher = shifted; cosine:
     1 - cosine), z and q (significance, module docstring), cosine (of the word's two full-slice
     vectors, for reference whatever the measure), count_a, count_b. ``df.attrs``: a, b, min_count,
-    measure, distance, eligible (the number of words compared), replicates (used; 0 for cosine)."""
+    measure, distance, eligible (the number of words compared), replicates (used; 0 for cosine), null
+    ("quarters" or "empirical") and null_scores (the pseudo-pair scores it was fitted to)."""
     if measure not in MEASURES:
         raise CadeError(f"unknown shift measure {measure!r}; expected one of {', '.join(MEASURES)}")
     kv_a, kv_b = alignment.vectors(a), alignment.vectors(b)
     words = eligible_words(alignment, a, b, min_count, exclude)
     cosine = 1.0 - pair_distance(kv_a, kv_b, words, "cosine") if words else np.zeros(0)
-    used = 0
+    used, null, null_kind = 0, None, "empirical"
     if not words:
         shift = np.zeros(0)
     elif measure == "cosine":
         shift = 1.0 - cosine if distance == "cosine" else pair_distance(kv_a, kv_b, words, distance)
     else:
         shift, used = split_half_ratio(alignment, a, b, words, distance)
-    z, q = significance(shift) if words else (np.zeros(0), np.zeros(0))
+        if alignment.null_replicates.get(a) or alignment.null_replicates.get(b):
+            null, null_kind = pseudo_pair_scores(alignment, a, b, words, distance), "quarters"
+    z, q = significance(shift, null=null) if words else (np.zeros(0), np.zeros(0))
     frame = pd.DataFrame({
         "word": pd.Series(words, dtype=object),
         "shift": shift.astype(np.float64),
@@ -243,5 +284,6 @@ def shift_scores(
     frame = frame.assign(_key=-frame["shift"].fillna(-np.inf)).sort_values(["_key", "word"], kind="stable")
     frame = frame.drop(columns="_key").reset_index(drop=True)
     frame.attrs.update({"a": a, "b": b, "min_count": min_count, "measure": measure, "distance": distance,
-                        "eligible": len(words), "replicates": used})
+                        "eligible": len(words), "replicates": used, "null": null_kind,
+                        "null_scores": 0 if null is None else len(null)})
     return frame

@@ -27,7 +27,7 @@ SHIFT_MEASURES = ("split_half", "cosine")
 # Fields of CadeConfig that are training settings (components.cade.settings.CadeSettings).
 TRAINING_FIELDS = ("sg", "vector_size", "window", "negative", "min_count", "sample", "alpha", "min_alpha",
                    "compass_epochs", "slice_epochs", "epoch_words", "max_epochs", "init", "seed", "workers",
-                   "ns_exponent", "batch_words", "replicates")
+                   "ns_exponent", "batch_words", "replicates", "null_replicates")
 
 
 class CadeConfig(Section):
@@ -70,6 +70,13 @@ class CadeConfig(Section):
         description="split-half replicates per slice: each splits the slice's texts into two random halves "
         "and trains both against the compass (the split_half measure and its significance need >= 2; "
         "cost: each replicate costs about one more training of every slice)",
+    )
+    null_replicates: int = Field(
+        2, ge=0,
+        description="quarter replicates per slice for the significance null: each cuts the slice's texts into "
+        "four random quarters; two quarters against the other two are what the split_half measure gives when "
+        "nothing changed (docs/cade.md). 0: an empirical null of the compared words instead (Efron 2004), "
+        "which bench/results/cade.md found too liberal. Cost: about one more training of every slice each",
     )
     # ---- analysis
     heldout: float = Field(0.1, ge=0, lt=1, description="share of each slice's texts held out for likelihood")

@@ -74,8 +74,8 @@ def make_slice(
 def small(sg: int = 0, **overrides) -> CadeSettings:
     # 32 dims and 10 fixed epochs, no split-half replicates unless asked: each alignment below trains in
     # 1-2 s on 2 cores (test_cade_shift.py covers the epoch scaling and the replicates).
-    values = dict(sg=sg, vector_size=32, compass_epochs=10, slice_epochs=10, epoch_words=0, replicates=0, workers=2,
-                  seed=0)
+    values = dict(sg=sg, vector_size=32, compass_epochs=10, slice_epochs=10, epoch_words=0, replicates=0,
+                  null_replicates=0, workers=2, seed=0)
     return CadeSettings(**(values | overrides))
 
 
@@ -86,7 +86,7 @@ def planted_slices():
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["cbow", "sg"])
 def planted(request, planted_slices):
-    return request.param, align(planted_slices, small(request.param, replicates=2))
+    return request.param, align(planted_slices, small(request.param, replicates=2, null_replicates=2))
 
 
 def topic_members(topic: int, placement: dict[str, int]) -> set[str]:
@@ -407,6 +407,9 @@ def test_save_load_round_trip(planted, tmp_path):
         for (x1, x2), (y1, y2) in zip(loaded.replicates[name], alignment.replicates[name]):
             assert x1.index_to_key == y1.index_to_key and np.array_equal(x1.vectors, y1.vectors)
             assert np.array_equal(x2.vectors, y2.vectors) and x2.get_vecattr("p0", "count") == y2.get_vecattr("p0", "count")
+        assert [len(q) for q in loaded.null_replicates[name]] == [4, 4]
+        for saved, kept in zip(loaded.null_replicates[name], alignment.null_replicates[name]):
+            assert all(np.array_equal(x.vectors, y.vectors) for x, y in zip(saved, kept))
     assert loaded.model is None and alignment.model is not None  # the compass model is not saved
     pd.testing.assert_frame_equal(
         shift_table(loaded, "one", "two", min_count=MIN_COUNT),
