@@ -98,9 +98,9 @@ def finish_parent(ctx: RunContext, status: str, tags: dict[str, str]) -> None:
 def stage_run(ctx: RunContext, stage: str, params: dict[str, Any]) -> Iterator[mlflow.ActiveRun]:
     """A child run of the pipeline's parent; FAILED if the body raises. The active run is per thread, so
     stages running at the same time in one process each have their own; the tracking URI is process-wide
-    and the same for all of them (see tracking_store)."""
-    mlflow.set_tracking_uri(ctx.tracking_uri)
-    with mlflow.start_run(
+    and the same for all of them (see tracking_store). Called outside a pipeline run (a test, a notebook),
+    it restores the process's previous store afterwards; inside one, the previous store is the same URI."""
+    with tracking_store(ctx.tracking_uri), mlflow.start_run(
         experiment_id=ctx.experiment_id,
         run_name=stage,
         parent_run_id=ctx.parent_run_id,

@@ -3,6 +3,7 @@ server (started here, on 127.0.0.1, for this module). Every test runs on both.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -252,6 +253,7 @@ def test_run_stage_on_a_url_root(root, tmp_path):
         return text_body("hello")(out)
 
     made = run_stage(key, ctx, body)
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # the stage's store does not leak to later runs
     assert made.uri == f"{root}/s/{k}" and store.manifest("s", k) == made
     assert remote_files(root) == [f"s/{k}/manifest.json", f"s/{k}/x.txt"]
     assert not store.work_dir("s", k).exists()  # removed once the artifact is complete
