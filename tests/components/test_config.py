@@ -8,7 +8,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SMOKE = CONFIGS / "smoke.yaml"
 
 
-@pytest.mark.parametrize("preset", ["default.yaml", "smoke.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("preset", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_preset_validates(preset):
     cfg = load_config(CONFIGS / preset)
     assert isinstance(cfg, PipelineConfig)

@@ -192,6 +192,7 @@ def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
     describe_documents, cade_align or sedsi_index), one table with the CI of each row against the best
     baseline, the reference rows, and one MLflow run holding the table and its chart."""
     import json
+    import os
 
     from typer.testing import CliRunner
 
@@ -202,6 +203,7 @@ def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
             "--seeds", "0,1", "--json", str(out)]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "240"})
     assert result.exit_code == 0, result.output
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # no tracking store leaks to later runs
     table = json.loads(out.read_text())
     assert [r["method"] for r in table["rows"]] == ["kd_fkl", "mgsr-no-span", "teacher", "healed init", "instruction echo"]
     assert table["best_baseline"] == "kd_fkl" and table["seeds"] == [0, 1]

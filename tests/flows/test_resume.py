@@ -36,7 +36,7 @@ def parents(tracking_uri: str) -> dict[str, object]:
 
 
 def test_semflow_resume_finishes_a_run_that_failed_in_cade_align(workdir, monkeypatch):
-    import components.cade as cade
+    import components.cade.report as cade  # the stage aligns through report.align_and_report
 
     overrides = [f"runtime.workdir={workdir}"]
     uri = f"sqlite:///{workdir}/mlflow.db"
