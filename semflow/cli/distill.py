@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from semflow.cli.common import ConfigOpt, SetOpt, app, console, fail, load
-from semflow.compare import METHODS
+from flows.compare import METHODS
 
 
 @app.command()
@@ -27,7 +27,7 @@ def compare(
 
     Only what a method changes runs per method: the pipeline until distill_student (SCRG and
     distillation); data prep, teacher answers and the healed student come from the cache."""
-    from semflow.compare import CompareInputError, compare as run_compare, log_comparison, parse_methods, parse_seeds, to_json
+    from flows.compare import CompareInputError, compare as run_compare, log_comparison, parse_methods, parse_seeds, to_json
 
     try:  # bad input fails here, before any work
         names, seed_list = parse_methods(methods), parse_seeds(seeds)
@@ -35,7 +35,7 @@ def compare(
         raise fail(str(err)) from None
     cfg = load(config, overrides)
     for name in names:  # every method's config validates before the first one runs
-        from semflow.compare import method_overrides
+        from flows.compare import method_overrides
 
         load(config, [*(overrides or []), *method_overrides(name, seed_list[0])])
     try:

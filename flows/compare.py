@@ -3,7 +3,7 @@ each, scored against the dataset's own references, with paired bootstrap confide
 
 Usage::
 
-    from semflow.compare import compare, parse_methods
+    from flows.compare import compare, parse_methods
     table = compare("configs/dolly.yaml", ["data.prompts.path=dev.jsonl"], parse_methods("mgsr,sft"), seeds=[0, 1, 2])
     table.rows        # one dict per method and reference row; table.frame() as a DataFrame
 
