@@ -5,8 +5,6 @@ after, and register the student in MLflow. Training checkpoints live beside the 
 
 from __future__ import annotations
 
-import json
-
 import mlflow
 
 from semflow.caching import StageKey
@@ -19,10 +17,6 @@ from tasks._stage import Outputs, cached_stage, run_stage, work_dir
 REGISTERED_MODEL = "semflow-student"
 
 
-def uses_scrg_table(distill: DistillConfig) -> bool:
-    return distill.method == "mgsr" and distill.scrg_schedule in ("offline", "mixed")
-
-
 def key(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, distill: DistillConfig,
         generate_teacher: StageManifest, init_student: StageManifest, scrg_correct: StageManifest | None) -> StageKey:
     upstream = {"responses": generate_teacher.output("responses").digest,
@@ -30,11 +24,11 @@ def key(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, di
     config = {"teacher": teacher, "distill": distill,
               "prompting": {"system_prompt": generation.system_prompt, "max_prompt_tokens": generation.max_prompt_tokens,
                             "on_long_prompt": generation.on_long_prompt}}
-    if uses_scrg_table(distill):  # offline/mixed MGSR trains on the SCRG table
+    if distill.reads_scrg_table:  # offline/mixed MGSR trains on the SCRG table
         if scrg_correct is None:
             raise ValueError(f"mgsr with scrg_schedule {distill.scrg_schedule} needs the scrg_correct stage's manifest")
         upstream["scrg"] = scrg_correct.output("scrg").digest
-    if distill.method == "mgsr" and distill.scrg_schedule in ("online", "mixed"):
+    if distill.samples_online:
         config["scrg"] = scrg  # online SCRG samples and corrects with these settings
     return StageKey(stage="distill_student", config=config, upstream=upstream)
 
@@ -43,25 +37,21 @@ def key(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, di
 def distill_student(teacher: ModelConfig, generation: GenerationConfig, scrg: ScrgConfig, distill: DistillConfig,
                     generate_teacher: StageManifest, init_student: StageManifest, scrg_correct: StageManifest | None,
                     run: RunContext) -> StageManifest:
-    from tasks.distill_train import TrainJob, train_and_save, train_data_parallel
+    from tasks.distill_train import TrainJob, train_and_save, train_data_parallel, write_card
 
     stage_key = key(teacher, generation, scrg, distill, generate_teacher, init_student, scrg_correct)
     work = work_dir(stage_key, run)
 
     def body(out: Outputs):
         job = TrainJob(teacher=teacher, generation=generation, scrg=scrg, distill=distill, responses=generate_teacher,
-                       student=init_student, scrg_table=scrg_correct if uses_scrg_table(distill) else None,
+                       student=init_student, scrg_table=scrg_correct if distill.reads_scrg_table else None,
                        model_cache=run.model_cache, ckpt_dir=str(work / "checkpoints"), out=str(out.root),
                        mlflow_run_id=mlflow.active_run().info.run_id)
-        if run.distill_processes > 1:
-            summary = train_data_parallel(job, run.distill_processes, work)
-        else:
-            summary = train_and_save(job)
+        procs = run.distill_processes
+        summary = train_data_parallel(job, procs, work) if procs > 1 else train_and_save(job)
         metrics = dict(summary.metrics)
         student_dir = out.folder("student")  # digest before semflow.json: the weights, not the summary
-        (student_dir / "semflow.json").write_text(json.dumps(
-            {"method": distill.method, "teacher": summary.teacher, "student_init": summary.student,
-             "metrics": summary.metrics}, indent=2))
+        write_card(student_dir, distill.method, summary)
         out.written_table("history")
         samples = out.written_table("eval")
         mlflow.set_tags({"semflow.method": distill.method, "semflow.span_chunker": summary.chunker,

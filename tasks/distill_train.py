@@ -49,13 +49,10 @@ class TrainSummary(BaseModel):
 def train_and_save(job: TrainJob) -> TrainSummary:
     """Load both models, distil, and (rank 0) write student/, f_sub, history and eval tables into job.out.
     Under torch.distributed every rank calls this; the Trainer splits each global batch across them."""
-    import pandas as pd
     import torch.distributed as dist
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
-    from safetensors.torch import save_model
 
-    from components.data import write_dataset
     from components.distill.recipe import distil
     from components.models import load_model
 
@@ -79,15 +76,18 @@ def train_and_save(job: TrainJob) -> TrainSummary:
                     before=before, progress=rank == 0)
     summary = TrainSummary(metrics=result.metrics, chunker=result.chunker, teacher=t.name, student=s.name,
                            processes=dist.get_world_size() if dist.is_initialized() else 1)
-    if rank != 0:
-        return summary
-    s.model.save_pretrained(out / "student")
-    s.tokenizer.save_pretrained(out / "student")
-    if result.objective is not None and result.objective.band is not None:  # MGSR: f_sub
-        save_model(result.objective, str(out / "f_sub.safetensors"))
-    write_dataset(pd.DataFrame(result.train.history), out / "history.parquet")
-    write_dataset(result.samples, out / "eval.parquet")
+    if rank == 0:
+        result.save(s, out)
     return summary
+
+
+def write_card(student_dir: Path, method: str, summary: TrainSummary) -> None:
+    """semflow.json beside the weights: method, models, metrics (written after the folder's digest)."""
+    import json
+
+    (student_dir / "semflow.json").write_text(json.dumps(
+        {"method": method, "teacher": summary.teacher, "student_init": summary.student, "metrics": summary.metrics},
+        indent=2))
 
 
 def train_data_parallel(job: TrainJob, processes: int, work: Path) -> TrainSummary:

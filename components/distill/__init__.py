@@ -1,5 +1,6 @@
-"""MGSR distillation (Liu et al. 2024): SCRG correction, DAC-KL and span-correlation losses, the
-baselines beside them, and ROUGE-L evaluation.
+"""MGSR distillation (Liu et al. 2024, arXiv 2407.10068): SCRG correction (offline, or during training:
+`online`), DAC-KL and span-correlation losses, the baselines beside them, and the evaluation (ROUGE-L,
+repetition, distinct-2, paired bootstrap CIs). docs/distillation.md describes every option.
 
 Usage::
 
@@ -12,6 +13,9 @@ Usage::
                       cfg.distill.train, ckpt_dir, extra_modules={"objective": objective},
                       param_groups=[{"params": objective.parameters(), "lr": cfg.distill.band_lr}])
     trainer.train()
+
+    from components.distill.recipe import distil   # the whole recipe: data, training, before/after scores
+    run = distil(teacher, student, responses, scrg_table, cfg.distill, cfg.generation, cfg.scrg, "ckpt/")
 """
 
 from components.distill.data import BuildReport, DistillDataError, Example, build_examples, collate, tokenize_prompts

@@ -59,6 +59,21 @@ class DistillRun:
     chunker: str = "none"
     objective: Objective | None = None
 
+    def save(self, student, out: str | Path) -> None:
+        """`out`/student/ (weights + tokenizer), f_sub.safetensors (MGSR's band predictor), history.parquet
+        (one row per logged step) and eval.parquet (the test answers and their scores)."""
+        from safetensors.torch import save_model
+
+        from components.data import write_dataset
+
+        out = Path(out)
+        student.model.save_pretrained(out / "student")
+        student.tokenizer.save_pretrained(out / "student")
+        if self.objective is not None and self.objective.band is not None:
+            save_model(self.objective, str(out / "f_sub.safetensors"))
+        write_dataset(pd.DataFrame(self.train.history), out / "history.parquet")
+        write_dataset(self.samples, out / "eval.parquet")
+
 
 @dataclass
 class TrainingData:

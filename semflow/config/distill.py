@@ -107,6 +107,16 @@ class DistillConfig(Section):
     train: TrainerConfig = Field(TrainerConfig(), description="the training loop")
     eval_max_new_tokens: int = Field(64, gt=0, description="greedy tokens per test prompt for ROUGE-L")
     eval_batch_size: int = Field(8, gt=0, description="test prompts decoded together")
+    @property
+    def reads_scrg_table(self) -> bool:
+        """MGSR trains on the scrg_correct stage's table (offline and mixed schedules)."""
+        return self.method == "mgsr" and self.scrg_schedule in ("offline", "mixed")
+
+    @property
+    def samples_online(self) -> bool:
+        """MGSR runs SCRG on fresh student samples during training (online and mixed schedules)."""
+        return self.method == "mgsr" and self.scrg_schedule in ("online", "mixed")
+
     bootstrap_samples: int = Field(
         10000, gt=0, description="paired bootstrap resamples of the after-minus-before ROUGE-L CI (95 %)"
     )
