@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from components.generation.batched import _eos_ids, decode_batches, resolve_engine, sampling_of
+from components.generation.fused import FusedDecoder
 from components.generation.padding import pad_rows
 from components.generation.static import StaticDecoder, static_length
 from components.rng import seeded
@@ -160,10 +161,11 @@ def _correct_batch(teacher, student, prompts, seqs, settled, cfg: ScrgConfig, eo
     new_ids, new_mask = pad_rows([prompts[b] + seqs[b] for b in regen_rows], pad_id, device=device)
     budget = max(cfg.max_new_tokens - len(seqs[b]) for b in regen_rows)
     with seeded(seed):  # the regenerated tails draw from `seed` alone (components.rng)
-        if resolve_engine(student, cfg.engine) == "static":
+        engine = resolve_engine(student, cfg.engine)
+        if engine in ("static", "fused"):
             # The prefix moves into a static cache; the replaced token is the first one fed.
-            decoder = StaticDecoder(student, len(regen_rows), static_length(prefix_width, budget), sampling_of(cfg),
-                                    eos, pad_id)
+            make = FusedDecoder if engine == "fused" else StaticDecoder
+            decoder = make(student, len(regen_rows), static_length(prefix_width, budget), sampling_of(cfg), eos, pad_id)
             decoder.load_prefix(cache, new_mask[:, :-1].bool())
             tails = decoder.decode(new_ids[:, -1], budget)
         else:

@@ -1,7 +1,9 @@
 """Left-padded batched generation with the tokenizer's chat template, greedy or sampled.
 
-Two engines compute the same function: `plain` calls `model.generate`; `static` runs the decode loop
-of components.generation.static (static KV cache, one CUDA graph per step on GPU). `auto` (the
+Three engines compute the same function: `plain` calls `model.generate`; `static` runs the decode loop
+of components.generation.static (static KV cache, one CUDA graph per step on GPU); `fused` runs that
+loop with components.generation.fused's own Llama step (fused projections, packed GQA, compiled on
+CUDA), one decoder sized for the longest prompt so every batch reuses its compiled shape. `auto` (the
 default) takes the static one on CUDA and the plain one on CPU.
 
 Prompts are sorted by length before batching so each batch pads little, and results come back in the
@@ -23,9 +25,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from components.generation.fused import FusedDecoder, supports_fused
 from components.generation.padding import pad_rows
-from components.rng import seeded
 from components.generation.static import Sampling, StaticDecoder, static_length, supports_static
+from components.rng import seeded
 from semflow.config import GenerationConfig
 
 
@@ -74,12 +77,13 @@ def resolve_engine(model, engine: str) -> str:
     if engine == "plain":
         return "plain"
     reason = supports_static(model)
-    if engine == "static":
+    if engine in ("static", "fused"):
+        reason = reason or (supports_fused(model) if engine == "fused" else None)
         if reason:
-            raise ValueError(f"generation.engine=static cannot run this model: {reason}")
-        return "static"
+            raise ValueError(f"generation.engine={engine} cannot run this model: {reason}")
+        return engine
     if engine != "auto":
-        raise ValueError(f"engine must be auto, plain or static, got {engine!r}")
+        raise ValueError(f"engine must be auto, plain, static or fused, got {engine!r}")
     return "static" if model.device.type == "cuda" and reason is None else "plain"
 
 
@@ -91,13 +95,16 @@ def decode_batches(
     """One continuation per prompt (token ids; EOS kept when the row ended with it), in the caller's order.
 
     Prompts are sorted by length (longest first) so each batch pads little; batch k draws its random
-    numbers from `seed + k`. `engine` picks `model.generate` (plain) or the static-cache decode loop
-    (static; CUDA graphs on GPU); greedy decoding gives the same tokens on both."""
+    numbers from `seed + k`. `engine` picks `model.generate` (plain), the static-cache decode loop
+    (static; CUDA graphs on GPU) or the fused step (fused); greedy decoding gives the same tokens on all."""
     engine = resolve_engine(model, engine)
     out: list[list[int]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     decoder: StaticDecoder | None = None
+    if engine == "fused":  # one shape for every batch: a new shape would compile the step again
+        decoder = FusedDecoder(model, min(batch_size, len(prompts)), static_length(
+            max((len(p) for p in prompts), default=0), max_new_tokens), sampling, eos, pad_id)
     generated, start = 0, time.perf_counter()
     bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress)
     for k, batch in enumerate(batches):
@@ -105,7 +112,9 @@ def decode_batches(
         # sampling draws from seed + k alone, whatever else this process runs (components.rng); greedy
         # decoding draws nothing and takes no lock
         with seeded(seed + k) if sampling.do_sample else nullcontext():
-            if engine == "static":
+            if engine == "fused":
+                continuations = decoder.generate(rows, max_new_tokens)
+            elif engine == "static":
                 max_len = static_length(max(len(r) for r in rows), max_new_tokens)
                 if decoder is None or decoder.max_len != max_len:
                     decoder = None  # free the previous cache before allocating the next

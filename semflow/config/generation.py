@@ -19,9 +19,10 @@ class SamplingConfig(Section):
     top_k: int = Field(0, ge=0, description="0 disables top-k")
     seed: int = Field(0, description="sampling seed (each batch draws from seed + its index)")
     batch_size: int = Field(8, gt=0, description="prompts decoded together")
-    engine: Literal["auto", "plain", "static"] = Field(
-        "auto", description="decoding path: plain model.generate, or a static KV cache with CUDA graphs "
-        "(static); auto: static on CUDA when the model supports it, plain on CPU",
+    engine: Literal["auto", "plain", "static", "fused"] = Field(
+        "auto", description="decoding path: plain model.generate; static: a static KV cache with CUDA graphs; "
+        "fused: the static path with our own fused Llama step (components.generation.fused; Inductor-compiled on "
+        "CUDA); auto: static on CUDA when the model supports it, plain on CPU. Measured: bench/RESULTS.md",
     )
 
 

@@ -42,10 +42,11 @@ def test_greedy_static_equals_generate_token_for_token(tiny):
     try:
         plain = generate(model, tok, _rendered(tok), cfg, progress=False)
         static = generate(model, tok, _rendered(tok), cfg.model_copy(update={"engine": "static"}), progress=False)
+        fused = generate(model, tok, _rendered(tok), cfg.model_copy(update={"engine": "fused"}), progress=False)
     finally:
         model.generation_config.eos_token_id = saved
-    assert static.token_ids == plain.token_ids
-    assert static.finished == plain.finished
+    assert static.token_ids == plain.token_ids and fused.token_ids == plain.token_ids
+    assert static.finished == plain.finished and fused.finished == plain.finished
     assert any(plain.finished) and not all(plain.finished)  # both endings exercised
     assert len({tuple(t) for t in plain.token_ids}) > 1
 
@@ -105,7 +106,7 @@ def test_exponential_race_draws_follow_the_distribution():
     assert torch.allclose(freq, probs, atol=0.01)
 
 
-def test_scrg_regenerates_the_same_suffix_on_both_engines():
+def test_scrg_regenerates_the_same_suffix_on_every_engine():
     teacher, tok = build_tiny_model(TinyModelConfig(seed=1))
     student, _ = build_tiny_model(TinyModelConfig(seed=2, num_hidden_layers=1))
     prompts = [tok(t)["input_ids"] for t in ["hello world", "a much longer prompt than the others", "x", "ab"]]
@@ -118,12 +119,15 @@ def test_scrg_regenerates_the_same_suffix_on_both_engines():
                           progress=False)
     assert static.revised == plain.revised
     assert static.positions == plain.positions and sum(plain.regenerated) > 0
+    fused = correct_and_regenerate(teacher, student, tok, prompts, samples, cfg.model_copy(update={"engine": "fused"}),
+                                   progress=False)
+    assert fused.revised == plain.revised
 
 
 def test_engine_choice_and_unsupported_models(tiny):
     model, _ = tiny
     assert resolve_engine(model, "auto") == "plain"  # CPU
-    assert resolve_engine(model, "static") == "static"
+    assert resolve_engine(model, "static") == "static" and resolve_engine(model, "fused") == "fused"
     saved = model.generation_config.repetition_penalty
     model.generation_config.repetition_penalty = 1.3
     try:
