@@ -65,6 +65,7 @@ from components.distill.losses import (
     sft_loss,
     span_correlation,
 )
+from components.rng import seeded
 from semflow.config import DistillConfig
 
 SFT_ONLY = {"sft", "seqkd"}
@@ -79,8 +80,8 @@ class Objective(nn.Module):
         self.cfg = cfg
         self.band = None
         if cfg.method == "mgsr" and cfg.token_loss == "dac_kl":
-            with torch.random.fork_rng(devices=[]):  # f_sub's init depends on the config alone
-                torch.manual_seed(cfg.train.seed)
+            # f_sub's init depends on the config alone, whatever other stages draw meanwhile (components.rng)
+            with seeded(cfg.train.seed):
                 self.band = BandPredictor(cfg.top_k, cfg.band_hidden)
             if cfg.band_objective == "frozen":
                 self.band.requires_grad_(False)
