@@ -46,11 +46,15 @@ def main() -> None:
     parser.add_argument("--methods", default=None)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="more overrides, after the size's (e.g. teacher.spec=/path/to/converted/teacher)")
     args = parser.parse_args()
 
     sets = [f"data.prompts.path={args.data}", f"runtime.workdir={args.workdir}"] + (GPU if args.size == "gpu" else [])
-    cmd = [str(ROOT / ".venv" / "bin" / "semflow"), "compare", "-c", str(ROOT / "configs" / "dolly.yaml"),
-           "--seeds", args.seeds]
+    sets += args.set
+    # the CLI through this interpreter: the same on a machine without the project's .venv (the GPU image)
+    cmd = [sys.executable, "-c", "from semflow.cli import main; main()", "compare",
+           "-c", str(ROOT / "configs" / "dolly.yaml"), "--seeds", args.seeds]
     if args.methods:
         cmd += ["--methods", args.methods]
     for s in sets:

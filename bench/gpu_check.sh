@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# The GPU check of issue 7, one script, no network: the GPU tests, then the generation and training
-# benchmarks on the issue's shapes; prints one table last and writes JSON and logs under $OUT.
+# The GPU check of issues 7 and 18, one script, no network: the GPU tests, then the generation and
+# training benchmarks on the issues' shapes, then (when the teacher's weights are on the machine) the
+# quality presets; prints one table last and writes JSON and logs under $OUT. About 9 minutes of parts'
+# time limits in all, so one run and one rerun fit a 15-minute lease.
 #
 #   bash bench/gpu_check.sh            # on the device machine (the `device` tool), from the repo root
+#   SEMFLOW_TEACHER=/path/to/teacher bash bench/gpu_check.sh   # also the Dolly and Cranfield presets
+#
+# The quality presets need the real teacher, SmolLM2-135M-Instruct: its GGUF (98 MB, Q4_1) is larger
+# than the 64 MiB a device call can carry, so they run only where SEMFLOW_TEACHER names a converted copy
+# (semflow's model cache folder) already on that machine, and print "skipped" otherwise.
 #
 # The device image has torch, transformers (another version than ours) and triton, but no pydantic:
 # carry wheels in .whl/ (ignored by git), downloaded here with
@@ -27,13 +34,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
   | tee -a "$OUT/gpu.txt"
 
-echo "== GPU tests"
+echo "== GPU tests (static and fused decoders: greedy equals generate, graph replays, seeded sampling)"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/components/test_generation_static.py \
-  2>&1 | tail -n 15 | tee "$OUT/pytest.txt"
+  tests/components/test_generation_fused.py 2>&1 | tail -n 15 | tee "$OUT/pytest.txt"
 
-echo "== generation: static-cache + CUDA graphs vs plain generate (B64, 128 + 256 tokens, sampling)"
-timeout 240 python3 bench/bench_fast_generation.py --device cuda --dtype bfloat16 --json "$OUT/generation.json" \
-  > "$OUT/generation.txt" 2>&1
+echo "== generation: plain, transformers' static cache, StaticDecoder, fused (eager, compiled); B64, 128 + 256"
+timeout 240 python3 bench/bench_fast_generation.py --device cuda --dtype bfloat16 --shapes 135m 360m 1.7b \
+  --engines plain hf_static static fused fused_compiled --agreement-engines static fused_compiled \
+  --json "$OUT/generation.json" > "$OUT/generation.txt" 2>&1
 tail -n 25 "$OUT/generation.txt"
 
 echo "== training step (360M -> 135M, B16 x T1024) and SCRG (B64, 128 + 256)"
@@ -42,9 +50,24 @@ timeout 240 python3 bench/bench_distill.py --batch 16 --seq 1024 --chunk 2048 --
   --scrg-batch 64 --scrg-prompt 128 --scrg-new 256 --json "$OUT/distill.json" > "$OUT/distill.txt" 2>&1
 tail -n 25 "$OUT/distill.txt"
 
+if [ -n "${SEMFLOW_TEACHER:-}" ] && [ -d "${SEMFLOW_TEACHER}" ] && [ -d shared/data ]; then
+  echo "== quality presets: Dolly comparison (GPU size, 3 methods x 1 seed) and SE-DSI on Cranfield"
+  timeout 150 python3 bench/bench_distill_compare.py --size gpu --data shared/data/dolly/dev.jsonl \
+    --workdir /tmp/dolly-gpu --methods mgsr,seqkd,kd_fkl --seeds 0 --set "teacher.spec=$SEMFLOW_TEACHER" \
+    --json "$OUT/dolly.json" > "$OUT/dolly.txt" 2>&1
+  timeout 120 python3 bench/bench_sedsi_quality.py --data shared/data/cranfield --preset gpu --device cuda \
+    --dtype bfloat16 --backbones teacher --teacher "$SEMFLOW_TEACHER" --seeds 0 --no-scorer-ablation \
+    --json "$OUT/sedsi_quality.json" --markdown "$OUT/sedsi_quality.md" > "$OUT/sedsi.txt" 2>&1
+else
+  echo "quality presets skipped: SEMFLOW_TEACHER (a converted teacher on this machine) or shared/data missing" \
+    | tee "$OUT/dolly.txt" "$OUT/sedsi.txt"
+fi
+
 echo
 echo "================ summary ================"
 cat "$OUT/gpu.txt"
 grep -E "passed|failed|error" "$OUT/pytest.txt" | tail -n 1
 sed -n '/^B64/,$p' "$OUT/generation.txt"
 sed -n '/^B16 x T1024/,$p' "$OUT/distill.txt"
+tail -n 22 "$OUT/dolly.txt"
+tail -n 12 "$OUT/sedsi.txt"
