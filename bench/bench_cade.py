@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_cade.py                      # CBOW and SG on 3 corpora, 3 rounds
     .venv/bin/python bench/bench_cade.py --rounds 1 --sg 0    # quicker
     .venv/bin/python bench/bench_cade.py --json out/bench_cade.json --align
+    .venv/bin/python bench/bench_cade.py --stage             # only the cade_align stage's cost (see --stage)
 
 Both sides train on the same token lists with the same settings (CADE defaults: vector_size 100,
 window 5, negative 10, sample 1e-3, 5 epochs, workers 2). "Word2Vec" is the ``train`` call of a
@@ -16,6 +17,11 @@ Corpora (gensim's bundled test data, repeated so that one measurement takes a fe
 ``lee-sentences`` the same text split into sentences (~22 words each: one kernel call, so one GIL
 round trip, per 22 words); ``text8-head`` head500.noblanks.cor (250 lines of ~1,300 words).
 ``--align`` also times the whole ``align`` on the default preset's corpora (Lee news vs Wikipedia).
+``--stage`` times the cade_align stage's whole analysis (components.cade.report.align_and_report: the
+alignment with its split-half replicates, every shift table, the self-check, likelihood, plots) on the
+default preset's slices, with the current `cade:` defaults and with CADE's fixed epochs and no
+replicates beside it: news (all Lee articles), encyclopedia (all Wikipedia articles) and four generated
+slices of the default run's size (14 test prompts x 64 words) cut from Lee text as stand-ins.
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ def measure(corpus: list[list[str]], settings: CadeSettings) -> tuple[float, flo
     start = time.perf_counter()
     _, raw = model.train(corpus, total_examples=model.corpus_count, epochs=settings.slice_epochs)
     word2vec = raw / (time.perf_counter() - start)
-    _, _, stats = train_vectors(model, frozen_context(model), "bench", corpus, settings)
+    _, _, stats = train_vectors(model, frozen_context(model), "bench", corpus, settings, epochs=settings.slice_epochs)
     return word2vec, stats.words_per_second
 
 
@@ -90,6 +96,27 @@ def align_default(settings: CadeSettings) -> dict:
             "stats": {name: s.to_dict() for name, s in alignment.stats.items()}}
 
 
+def stage_cost(overrides: dict) -> dict:
+    """Wall and CPU seconds of align_and_report on the default preset's slices (see the docstring)."""
+    import tempfile
+
+    from components.cade.report import align_and_report
+    from components.data.builtin import builtin_texts
+    from semflow.config import CadeConfig
+
+    lee = builtin_texts("lee")
+    words = " ".join(lee).split()
+    generated = {name: [" ".join(words[(i * 14 + j) * 64 : (i * 14 + j + 1) * 64]) for j in range(14)]
+                 for i, name in enumerate(("references", "teacher", "student_before", "student_after"))}
+    texts = {"news": lee, "encyclopedia": builtin_texts("wiki")} | generated
+    cpu, wall = sum(os.times()[:2]), time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        report = align_and_report(texts, CadeConfig(**overrides), Path(out))
+    return {"overrides": overrides, "wall_s": time.perf_counter() - wall, "cpu_s": sum(os.times()[:2]) - cpu,
+            "epochs": {n: s.epochs for n, s in report.alignment.stats.items()},
+            "self_check": {k: v for k, v in report.metrics.items() if k.startswith("self_check")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -97,8 +124,18 @@ def main() -> None:
     parser.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--align", action="store_true", help="also time align() on the default corpora")
+    parser.add_argument("--stage", action="store_true", help="only time the cade_align stage's analysis")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
+    if args.stage:
+        runs = [stage_cost({}), stage_cost({"epoch_words": 0, "replicates": 0, "self_check": False,
+                                            "shift_measure": "cosine"})]
+        for run in runs:
+            print(f"cade_align analysis {run['overrides'] or 'defaults'}: {run['wall_s']:.1f} s wall, "
+                  f"{run['cpu_s']:.1f} s CPU; epochs {run['epochs']}; {run['self_check']}")
+        if args.json:
+            args.json.write_text(json.dumps(runs, indent=2) + "\n")
+        return
 
     settings = {sg: CadeSettings(sg=sg, workers=args.workers) for sg in (0, 1)}
     # Other processes on the machine skew both sides unevenly (the slice side scales worse under

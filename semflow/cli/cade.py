@@ -93,8 +93,10 @@ def shift(
                     str(r["neighbours_a"]), str(r["neighbours_b"]))
     console.print(out)
     significant = int((table["q"] < fdr).sum())
-    notes = [f"* q < {fdr}: a shift at a {fdr:.0%} false discovery rate ({significant} of {len(table)} shown); "
-             "the others are within what re-sampling the texts would give"]
+    null = ("pseudo pairs of the slices' quarters" if table.attrs.get("null") == "quarters"
+            else "the compared words' own spread (empirical null)")
+    notes = [f"* q < {fdr}: a shift at a {fdr:.0%} false discovery rate ({significant} of {len(table)} shown; "
+             f"null: {null}); the others are within what re-sampling the texts would give"]
     if why:
         notes.append(why)
     if table.attrs["eligible"] < MIN_NULL_WORDS:
