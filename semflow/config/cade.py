@@ -16,10 +16,10 @@ from semflow.config.base import Section
 GENERATED_SLICES = ("references", "teacher", "student_before", "student_after")
 
 # The one min-count rule: a word enters a shift table, a neighbour list or the self-check only if it
-# occurs at least this often in *each* slice compared. Below it a word's vector is mostly sampling noise:
-# on the planted-shift benchmark (bench/results/cade.md) words seen 10-19 times per half crowd the top
-# of the ranking and push planted words (>= 20 per half) out of it. The compass's own `min_count` is a
-# different thing (which words get a vector at all, CADE's parameter).
+# occurs at least this often in *each* slice compared. Below it a word's vector is mostly sampling noise
+# (the planted-shift benchmark, bench/results/cade.md, plants and compares words of count >= 20 per
+# half). The compass's own `min_count` is a different thing (which words get a vector at all, CADE's
+# parameter).
 DEFAULT_MIN_COUNT = 20
 
 SHIFT_MEASURES = ("split_half", "cosine")
@@ -50,7 +50,7 @@ class CadeConfig(Section):
     alpha: float = Field(0.025, gt=0, le=1, description="initial learning rate")
     min_alpha: float = Field(1e-4, ge=0, description="final learning rate (linear decay)")
     compass_epochs: int = Field(20, gt=0, description="least passes of the compass over all slices (CADE: 5; "
-                                "20 found more planted shifts on 80k-token halves, bench/results/cade.md)")
+                                "epoch_words usually asks for more on small slices)")
     slice_epochs: int = Field(5, gt=0, description="least passes of each slice model over its slice")
     epoch_words: int = Field(
         2_000_000, ge=0,
