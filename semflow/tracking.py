@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -98,8 +99,8 @@ def finish_parent(ctx: RunContext, status: str, tags: dict[str, str]) -> None:
 def stage_run(ctx: RunContext, stage: str, params: dict[str, Any]) -> Iterator[mlflow.ActiveRun]:
     """A child run of the pipeline's parent; FAILED if the body raises. The active run is per thread, so
     stages running at the same time in one process each have their own; the tracking URI is process-wide
-    and the same for all of them (see tracking_store). Called outside a pipeline run (a test, a notebook),
-    it restores the process's previous store afterwards; inside one, the previous store is the same URI."""
+    and the same for all of them (see tracking_store, which counts its users: outside a pipeline run, a
+    test or a notebook, the process's previous store comes back when the stage ends)."""
     with tracking_store(ctx.tracking_uri), mlflow.start_run(
         experiment_id=ctx.experiment_id,
         run_name=stage,
@@ -126,20 +127,32 @@ def log_datasets(datasets: dict[str, tuple[str, str]]) -> None:
         mlflow.log_input(MetaDataset(LocalArtifactDatasetSource(uri), name=name, digest=digest[:36]), context=name)
 
 
+_STORE_LOCK = threading.Lock()
+_STORE_USERS: list[str] = []  # the URI of each user inside tracking_store, in order of entry
+_STORE_BEFORE: list[str | None] = [None]  # MLFLOW_TRACKING_URI before the first user entered
+
+
 @contextmanager
 def tracking_store(uri: str) -> Iterator[None]:
-    """MLflow's fluent API pointed at `uri` for a whole pipeline run, then restored.
+    """MLflow's fluent API pointed at `uri` while any user is inside, then restored.
 
     mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which `semflow.runtime.tracking_uri` reads
     as the user's choice; restoring it afterwards keeps one pipeline run from redirecting the next one in
-    the same process (tests, notebooks) to its store. Restoring per stage instead would pull the store
-    from under a concurrent stage."""
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
+    the same process (tests, notebooks) to its store. The URI is process-wide, so users are counted: a
+    pipeline run and its concurrent stages (each enters again, with the same URI) share it; a user leaving
+    while others remain puts back the latest remaining user's URI, and the last to leave restores what
+    was there before the first came in."""
+    with _STORE_LOCK:
+        if not _STORE_USERS:
+            _STORE_BEFORE[0] = os.environ.get("MLFLOW_TRACKING_URI")
+        _STORE_USERS.append(uri)
+        mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        with _STORE_LOCK:
+            _STORE_USERS.remove(uri)
+            mlflow.set_tracking_uri(_STORE_USERS[-1] if _STORE_USERS else _STORE_BEFORE[0])
 
 
 def register_model(name: str, description: str, run_id: str, artifact: str, tags: dict[str, str]) -> int:

@@ -252,8 +252,9 @@ def test_run_stage_on_a_url_root(root, tmp_path):
         assert str(checkpoint).startswith(str(tmp_path / "cache"))  # training scratch stays local
         return text_body("hello")(out)
 
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
     made = run_stage(key, ctx, body)
-    assert "MLFLOW_TRACKING_URI" not in os.environ  # the stage's store does not leak to later runs
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # the stage's store does not leak to later runs
     assert made.uri == f"{root}/s/{k}" and store.manifest("s", k) == made
     assert remote_files(root) == [f"s/{k}/manifest.json", f"s/{k}/x.txt"]
     assert not store.work_dir("s", k).exists()  # removed once the artifact is complete

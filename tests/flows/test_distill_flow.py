@@ -201,9 +201,10 @@ def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
     out = tmp_path / "compare.json"
     args = ["compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}", "--methods", "kd_fkl,mgsr-no-span",
             "--seeds", "0,1", "--json", str(out)]
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
     result = CliRunner().invoke(app, args, env={"COLUMNS": "240"})
     assert result.exit_code == 0, result.output
-    assert "MLFLOW_TRACKING_URI" not in os.environ  # no tracking store leaks to later runs
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # no tracking store leaks to later runs
     table = json.loads(out.read_text())
     assert [r["method"] for r in table["rows"]] == ["kd_fkl", "mgsr-no-span", "teacher", "healed init", "instruction echo"]
     assert table["best_baseline"] == "kd_fkl" and table["seeds"] == [0, 1]
