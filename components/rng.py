@@ -34,3 +34,17 @@ def seeded(seed: int) -> Iterator[None]:
         np.random.seed(seed % 2**32)
         random.seed(seed)
         yield
+
+
+@contextmanager
+def isolated(seed: int) -> Iterator[None]:
+    """`seeded(seed)` that puts the process's torch (CPU), numpy and random states back afterwards: for a
+    draw that must not reset the streams of whatever the caller does next (a module's initialisation)."""
+    with _LOCK, torch.random.fork_rng(devices=[]):
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            with seeded(seed):
+                yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)

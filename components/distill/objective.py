@@ -65,7 +65,7 @@ from components.distill.losses import (
     sft_loss,
     span_correlation,
 )
-from components.rng import seeded
+from components.rng import isolated
 from semflow.config import DistillConfig
 
 SFT_ONLY = {"sft", "seqkd"}
@@ -81,7 +81,7 @@ class Objective(nn.Module):
         self.band = None
         if cfg.method == "mgsr" and cfg.token_loss == "dac_kl":
             # f_sub's init depends on the config alone, whatever other stages draw meanwhile (components.rng)
-            with seeded(cfg.train.seed):
+            with isolated(cfg.train.seed):
                 self.band = BandPredictor(cfg.top_k, cfg.band_hidden)
             if cfg.band_objective == "frozen":
                 self.band.requires_grad_(False)

@@ -38,3 +38,22 @@ def test_sampling_beside_another_seeding_thread_draws_the_same_tokens():
         stop.set()
         neighbour.join()
     assert all(run == alone for run in beside)
+
+
+def test_isolated_draws_from_its_seed_and_gives_the_caller_its_streams_back():
+    import random
+
+    import numpy as np
+    import torch
+
+    from components.rng import isolated
+
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    expected = (torch.rand(3), np.random.rand(), random.random())
+    torch.manual_seed(5), np.random.seed(5), random.seed(5)
+    with isolated(1):
+        inside = torch.rand(3)
+    with isolated(1):
+        assert torch.equal(torch.rand(3), inside)  # the same seed, the same draws
+    after = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(after[0], expected[0]) and after[1:] == expected[1:]  # as if nothing had drawn
