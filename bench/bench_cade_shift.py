@@ -205,7 +205,8 @@ def run_one(corpus: str, pieces: list[list[str]], k: int, seed: int, args, overr
               "tokens": [sum(map(len, first)), sum(map(len, second))], "results": {}, "times": {}}
     workers = dict(workers=args.workers, seed=seed)
     if "cade" in args.methods:
-        cade_settings = CadeSettings(**workers | {"compass_epochs": 5, "slice_epochs": 5, "epoch_words": 0, "replicates": 0})
+        cade_settings = CadeSettings(**workers | {"compass_epochs": 5, "slice_epochs": 5, "epoch_words": 0, "replicates": 0,
+                                                      "null_replicates": 0})
         alignment, record["times"]["cade"] = timed(lambda: align(slices, cade_settings))
         record["results"]["cade/cosine"] = rankings(alignment, planted, args.compare_min_count)["cosine"]
     settings = CadeSettings(**workers | overrides)

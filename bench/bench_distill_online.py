@@ -1,5 +1,5 @@
 """What SCRG during training costs: one MGSR optimizer step on the same batch, offline (the batch's
-sequences fixed, as the scrg_correct stage wrote them) against online (`distill.scrg_schedule: online`:
+sequences fixed: the teacher's responses, as a row of the scrg_correct table that passed through) against online (`distill.scrg_schedule: online`:
 `online_share` of the batch sampled by the current student, scored by one teacher and one student
 pass, corrected and regenerated from the prefix cache, then the same step), side by side in one run.
 

@@ -15,7 +15,7 @@ Usage::
 
 Vectors of different slices live in one space (the compass's), so a cosine between a word's vectors in
 two slices measures how differently the slices use it (Bianchi et al. 2020, arXiv 2004.06519).
-Two deviations from CADE, both settings measured beside CADE's own choice (bench/results/cade.md):
+Two deviations from CADE, measured together beside CADE's own choices (bench/results/cade.md):
 epochs scaled to the text's size (``epoch_words``; 0 = CADE's fixed epochs) and split-half replicates of
 every slice (``replicates``; 0 = none) and quarter replicates (``null_replicates``), which the split_half
 shift measure and its significance need.

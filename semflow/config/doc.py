@@ -72,7 +72,7 @@ def _section(prefix: str, model: type[BaseModel], out: list[str], seen: set[tupl
     if (prefix, model) in seen:
         return
     seen.add((prefix, model))
-    doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
     out += ["", f"## `{prefix}` ({model.__name__})" if prefix else f"## top level ({model.__name__})", ""]
     if doc:
         out += [doc, ""]

@@ -22,7 +22,8 @@ class SamplingConfig(Section):
     engine: Literal["auto", "plain", "static", "fused"] = Field(
         "auto", description="decoding path: plain model.generate; static: a static KV cache with CUDA graphs; "
         "fused: the static path with our own fused Llama step (components.generation.fused; Inductor-compiled on "
-        "CUDA); auto: static on CUDA when the model supports it, plain on CPU. Measured: bench/RESULTS.md",
+        "CUDA; SCRG builds one decoder per batch, so each new batch shape compiles again); auto: static on CUDA when the "
+        "model supports it, plain on CPU. Measured: bench/results/gpu_decode.md",
     )
 
 
