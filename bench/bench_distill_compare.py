@@ -6,7 +6,7 @@ on configs/dolly.yaml in one of two sizes, timed.
 
 Sizes:
 - cpu: the preset as it is (first 160 rows of the file, 120 train / 40 test by a seeded split, 12 steps,
-  64 new tokens): about an hour on 2 cores.
+  64 new tokens): about 70 minutes on 2 cores for all 13 methods x 3 seeds (bench/results/distill.md).
 - gpu: 800 train / 200 test rows of a 1,000-row file (split seed 7 gives exactly that split of Dolly's
   dev.jsonl; ids from the reference column, since three Dolly prompts repeat with different answers),
   3 epochs at batch 16, 128 new tokens, bf16 teacher on cuda.
