@@ -102,7 +102,7 @@ def decode_batches(
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     decoder: StaticDecoder | None = None
-    if engine == "fused":  # one shape for every batch: a new shape would compile the step again
+    if engine == "fused" and prompts:  # one shape for every batch: a new shape would compile the step again
         decoder = FusedDecoder(model, min(batch_size, len(prompts)), static_length(
             max((len(p) for p in prompts), default=0), max_new_tokens), sampling, eos, pad_id)
     generated, start = 0, time.perf_counter()
