@@ -104,7 +104,7 @@ def decode_batches(
     decoder: StaticDecoder | None = None
     if engine == "fused" and prompts:  # one shape for every batch: a new shape would compile the step again
         decoder = FusedDecoder(model, min(batch_size, len(prompts)), static_length(
-            max((len(p) for p in prompts), default=0), max_new_tokens), sampling, eos, pad_id)
+            max(len(p) for p in prompts), max_new_tokens), sampling, eos, pad_id)
     generated, start = 0, time.perf_counter()
     bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress)
     for k, batch in enumerate(batches):
