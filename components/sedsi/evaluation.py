@@ -32,6 +32,11 @@ from components.sedsi.metrics import DEFAULT_METRICS, evaluate_per_query
 QuerySet = tuple[dict[str, str], dict[str, dict[str, int]]]  # (qid -> query, qid -> {doc_id: grade})
 SYSTEMS = ("sedsi", "bm25", "hybrid")
 HEADLINE_ORDER = ("labelled", "titles", "pseudo")
+QUERY_SET_NOTES = {  # what each query set measures, in one phrase (the CLI's summary line names it)
+    "labelled": "the evaluation share of sedsi.queries (real queries with judgements)",
+    "titles": "each document's title as its query (titles never train the index; BM25 indexes the text)",
+    "pseudo": "held-out pseudo-queries (the generator's paraphrases of its own EDs' sampling)",
+}
 
 
 @dataclass

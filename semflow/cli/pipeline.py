@@ -73,11 +73,45 @@ def _report(cfg: PipelineConfig, config: Path, overrides: list[str] | None, resu
     for stage, info in result["stages"].items():
         table.add_row(stage, info["state"], info["key"], _metrics_cell(stage, info["metrics"]))
     console.print(table)
+    for line in findings(result["stages"]):
+        console.print(line, highlight=False)
     sets = "".join(f" --set {o}" for o in overrides or [])
     console.print(f"artifacts: {artifact_root(cfg.runtime)}")
     console.print(f"MLflow:    {redact(tracking_uri(cfg.runtime))} (parent run {result['mlflow_run_id']})")
     console.print(f"more:      semflow runs show {result['mlflow_run_id']} -c {config}{sets}   |   "
                   f"semflow ui -c {config}{sets}")
+
+
+def findings(stages: dict[str, dict]) -> list[str]:
+    """The results a reader should not have to dig for, from the stages' metrics: the distilled student
+    against its healed start and the teacher (the paired bootstrap CI of after - before decides the verdict;
+    the repetition shares and distinct-2 say whether the text degenerated), and which queries SE-DSI's
+    metrics were computed on."""
+    lines = []
+    d = stages.get("distill_student", {}).get("metrics", {})
+    if {"rougeL_gain", "rougeL_gain_ci_low", "rougeL_gain_ci_high"} <= d.keys():
+        lo, hi = d["rougeL_gain_ci_low"], d["rougeL_gain_ci_high"]
+        verdict = "better than before" if lo > 0 else "worse than before" if hi < 0 else \
+            "no difference the CI can show"
+        lines.append(f"distillation, ROUGE-L x100 on {d.get('test_prompts', float('nan')):.0f} test prompts: teacher "
+                     f"{100 * d.get('rougeL_teacher', float('nan')):.1f}, before {100 * d['rougeL_before']:.1f}, "
+                     f"after {100 * d['rougeL_after']:.1f}; after - before {100 * d['rougeL_gain']:+.1f} "
+                     f"(95% CI {100 * lo:+.1f} to {100 * hi:+.1f}): {verdict}")
+        roles = [r for r in ("teacher", "before", "after") if f"repetition_share_{r}" in d]
+        if roles:
+            lines.append("  outputs with a 4-gram repeated 3+ times: " + ", ".join(
+                f"{r} {100 * d[f'repetition_share_{r}']:.0f}%" for r in roles) + "; distinct-2: " + ", ".join(
+                f"{r} {d.get(f'distinct2_{r}', float('nan')):.2f}" for r in roles))
+    s = stages.get("sedsi_index", {}).get("metrics", {})
+    if s:
+        from components.sedsi.evaluation import HEADLINE_ORDER, QUERY_SET_NOTES, SYSTEMS
+
+        for name in [n for n in HEADLINE_ORDER if f"{n}.queries" in s]:
+            hits = ", ".join(f"{system} {s[f'{name}.{system}.hits_at_1']:.2f}" for system in SYSTEMS
+                             if f"{name}.{system}.hits_at_1" in s)
+            lines.append(f"SE-DSI {name}.* Hits@1 on {s[f'{name}.queries']:.0f} queries, {QUERY_SET_NOTES[name]}: "
+                         f"{hits}")
+    return lines
 
 
 def _plan_table(cfg: PipelineConfig, title: str, until=None, only=None) -> None:

@@ -24,8 +24,33 @@ def test_stages_shows_cache_status_before_and_after_a_run(workdir):
     assert "cached" not in before.output and before.output.count("to run") == 8, before.output
     run = runner.invoke(app, ["run", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}"])
     assert run.exit_code == 0, run.output
+    flat = " ".join(run.output.split())  # the console folds long lines
+    assert "after - before" in flat and "(95% CI" in flat and "4-gram repeated 3+ times" in flat, flat
+    assert "SE-DSI " in flat and ".* Hits@1 on" in flat, flat
     after = runner.invoke(app, args)
     assert after.output.count("cached") == 8, after.output  # every stage, sedsi_index included
+
+
+def test_run_summary_takes_its_verdict_from_the_ci_and_names_the_query_set():
+    from semflow.cli.pipeline import findings
+
+    def distill(lo, hi):
+        return {"distill_student": {"metrics": {
+            "test_prompts": 30.0, "rougeL_teacher": 0.25, "rougeL_before": 0.20, "rougeL_after": 0.22,
+            "rougeL_gain": 0.02, "rougeL_gain_ci_low": lo, "rougeL_gain_ci_high": hi,
+            "repetition_share_teacher": 0.1, "repetition_share_before": 0.5, "repetition_share_after": 0.3,
+            "distinct2_teacher": 0.7, "distinct2_before": 0.4, "distinct2_after": 0.5}}}
+
+    assert findings(distill(0.01, 0.03))[0].endswith("+2.0 (95% CI +1.0 to +3.0): better than before")
+    assert findings(distill(-0.03, -0.01))[0].endswith("worse than before")
+    assert findings(distill(-0.01, 0.03))[0].endswith("no difference the CI can show")
+    assert "teacher 10%, before 50%, after 30%" in findings(distill(0.01, 0.03))[1]
+    sedsi = {f"{q}.{s}.hits_at_1": v for q in ("pseudo", "labelled") for s, v in
+             (("sedsi", 0.5), ("bm25", 0.75), ("hybrid", 0.625))}
+    lines = findings({"sedsi_index": {"metrics": {**sedsi, "labelled.queries": 8.0, "pseudo.queries": 16.0}}})
+    assert [line.split(" Hits@1")[0] for line in lines] == ["SE-DSI labelled.*", "SE-DSI pseudo.*"]
+    assert lines[0].endswith("sedsi 0.50, bm25 0.75, hybrid 0.62") and "8 queries" in lines[0]
+    assert findings({"prepare_data": {"metrics": {"prompts.rows": 3.0}}}) == []
 
 
 def test_init_student_prunes_and_saves(tmp_path):
