@@ -151,7 +151,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="folder keeping each seed's sampled ED candidates, so that runs "
                         "for other backbones reuse them (same seed and ED settings: the same samples)")
     parser.add_argument("--no-other-queries", action="store_true",
-                        help="evaluate on the sampled queries' evaluation half only (not on the collection's other queries)")
+                        help="evaluate on the sampled queries' evaluation half only (not on the collection's "
+                        "other queries)")
     parser.add_argument("--json", type=Path, help="write every number here")
     parser.add_argument("--markdown", type=Path, help="write the tables here")
     args = parser.parse_args()
@@ -180,8 +181,8 @@ def main() -> None:
     from components.models import load_model
     from components.sedsi.bm25 import BM25Index
     from components.sedsi.build import build_index
-    from components.sedsi.evaluation import compare_systems
     from components.sedsi.descriptions import Candidates, choose, sample_candidates
+    from components.sedsi.evaluation import compare_systems
     from components.sedsi.metrics import paired_bootstrap
     from components.sedsi.queries import LabelledQueries, split_queries
     from semflow.config import ModelConfig, SedsiConfig
@@ -381,7 +382,8 @@ def finish(out: dict, args, started: float, cpu0: float, paired_bootstrap=None) 
         lines += ["", "## Paired bootstrap over queries (95%, 10,000 resamples)", "",
                   "| backbone | SE-DSI training | ED | difference | metric | mean | 95% CI |", "|---|---|---|---|---|---|---|",
                   *boot, ""]
-        lines += ["## Training and cost per index (indexed hits@1: each document's own text, a training input, finds its own ED first; wall / CPU seconds, training + evaluation)", "",
+        lines += ["## Training and cost per index (indexed hits@1: each document's own text, a training input, "
+                  "finds its own ED first; wall / CPU seconds, training + evaluation)", "",
                   "| seed | backbone | training | ED | documents | pairs | steps | final loss | indexed hits@1 | wall s "
                   "| CPU s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['seed']} | {r['backbone']} | {r['setting']} | {r['ed']} | {r['documents']} | {r['train_pairs']} | "

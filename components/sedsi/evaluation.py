@@ -35,7 +35,7 @@ HEADLINE_ORDER = ("labelled", "titles", "pseudo")
 QUERY_SET_NOTES = {  # what each query set measures, in one phrase (the CLI's summary line names it)
     "labelled": "the evaluation share of sedsi.queries (real queries with judgements)",
     "titles": "each document's title as its query (titles never train the index; BM25 indexes the text)",
-    "pseudo": "held-out pseudo-queries (the generator's paraphrases of its own EDs' sampling)",
+    "pseudo": "held-out pseudo-queries (sampled by the ED generator beside each ED: recall of its own paraphrases)",
 }
 
 
