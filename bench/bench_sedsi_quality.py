@@ -23,7 +23,7 @@ What runs, per seed:
 3. per backbone (the distilled student, the teacher, a seq2seq model when `--seq2seq` names one): SE-DSI
    zero-shot (indexing pairs only) and with the training half as labelled-query pairs, both evaluated on
    the evaluation queries of step 1, with BM25 and the hybrid on the same queries
-   (components/sedsi/build.py, components.sedsi.evaluation.compare_systems);
+   (components/sedsi/build.py, its `eval_sets`);
 4. first seed, first backbone: the paper's ED scorer in place of ours (labelled setting), the scorer's
    effect on retrieval; with `--compare-prompts` also the other ED prompt's generic share on the same
    documents.
@@ -179,10 +179,8 @@ def main() -> None:
     import torch
 
     from components.models import load_model
-    from components.sedsi.bm25 import BM25Index
     from components.sedsi.build import build_index
     from components.sedsi.descriptions import Candidates, choose, sample_candidates
-    from components.sedsi.evaluation import compare_systems
     from components.sedsi.metrics import paired_bootstrap
     from components.sedsi.queries import LabelledQueries, split_queries
     from semflow.config import ModelConfig, SedsiConfig
@@ -302,14 +300,14 @@ def main() -> None:
                 t0, c0 = time.perf_counter(), cpu_seconds()
                 model = load_model(specs[backbone])
                 built = build_index(model.model, model.tokenizer, doc_ids, texts, titles, descriptions[variant], sedsi,
-                                    tmp / f"ckpt-{seed}-{backbone}-{setting}-{variant[:4]}", progress=False)
-                table, _, per_query = compare_systems(built.index, BM25Index.build(doc_ids, texts), eval_set,
-                                                      sedsi.num_beams, sedsi.search_batch_size, 0, sedsi.fusion_k)
+                                    tmp / f"ckpt-{seed}-{backbone}-{setting}-{variant[:4]}", progress=False,
+                                    eval_sets=eval_set)
+                table = built.table
                 row = {"seed": seed, "backbone": backbone, "setting": setting, "ed": variant,
                        "documents": len(doc_ids), "train_pairs": len(built.pairs),
                        "wall_s": time.perf_counter() - t0, "cpu_s": cpu_seconds() - c0,
                        "eval_queries": {"sampled": len(evaluate), "other": len(others)},
-                       "table": table.to_dict("records"), "per_query": per_query["labelled"]}
+                       "table": table.to_dict("records"), "per_query": built.per_query["labelled"]}
                 row["train_steps"] = built.metrics["train.steps"]
                 row.update(indexed(built, doc_ids, texts, p["beams"]))
                 row["train_tokens_per_second"] = built.metrics["train.tokens_per_second"]

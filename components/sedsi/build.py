@@ -41,8 +41,9 @@ class Built:
 
 def build_index(model, tokenizer, doc_ids: list[str], texts: list[str], titles: dict[str, str],
                 descriptions: Descriptions, sedsi, ckpt_dir: str | Path, *, lineage: list[dict] | None = None,
-                on_log=None, progress: bool = True) -> Built:
-    """Train an index over the documents under `sedsi` (a SedsiConfig) and evaluate it beside BM25."""
+                on_log=None, progress: bool = True, eval_sets: dict | None = None) -> Built:
+    """Train an index over the documents under `sedsi` (a SedsiConfig) and evaluate it beside BM25: on the
+    query sets `sedsi` names, or on `eval_sets` (name -> (queries, qrels)) when given."""
     split = labelled_split(sedsi.queries, doc_ids, seed=sedsi.train.seed)
     pairs = build_pairs(doc_ids, texts, descriptions, sedsi.rehearsal, seed=sedsi.train.seed,
                         queries=split.train_queries, pseudo_queries=sedsi.pairs == "dsi_qg")
@@ -50,8 +51,8 @@ def build_index(model, tokenizer, doc_ids: list[str], texts: list[str], titles: 
                               length_penalty=sedsi.length_penalty)
     result = train_index(index, pairs, sedsi.train, Path(ckpt_dir), sedsi.label_smoothing, on_log=on_log,
                          progress=progress)
-    sets = query_sets(descriptions, split.evaluate, sedsi.max_eval_queries,
-                      titles=titles if sedsi.title_queries else None)
+    sets = eval_sets or query_sets(descriptions, split.evaluate, sedsi.max_eval_queries,
+                                   titles=titles if sedsi.title_queries else None)
     bm25 = BM25Index.build(doc_ids, texts)
     table, samples, per_query = compare_systems(index, bm25, sets, sedsi.num_beams, sedsi.search_batch_size,
                                                 sedsi.samples, sedsi.fusion_k)
