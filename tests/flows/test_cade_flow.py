@@ -14,13 +14,11 @@ from semflow.cli import app
 from tests.conftest import SMOKE
 
 runner = CliRunner()
-# The smoke preset with CADE's fixed epochs and two split-half replicates: the split_half measure, its
-# q-values and the self-check all run, in seconds (the scaled epochs would train the smoke corpora 30-100x).
-CADE = ["cade.epoch_words=0", "cade.replicates=2", "cade.self_check_pairs=2"]
 
 
 def run(workdir, *overrides):
-    return pipeline(str(SMOKE), [f"runtime.workdir={workdir}", *CADE, *overrides])
+    """The smoke preset (CADE's fixed epochs, two split-half replicates, the self-check on)."""
+    return pipeline(str(SMOKE), [f"runtime.workdir={workdir}", *overrides])
 
 
 def test_cade_stage_outputs_tracking_and_cli(workdir):

@@ -189,7 +189,7 @@ def test_a_run_killed_during_distillation_is_finished_by_semflow_resume(services
 
     # long enough training that the kill lands between checkpoints; one CADE thread, as gensim's
     # multi-threaded training is not reproducible run to run
-    long_training = ["distill.train.max_steps=400", "distill.train.checkpoint_every=20", "distill.train.eval_every=400",
+    long_training = ["distill.train.max_steps=120", "distill.train.checkpoint_every=20", "distill.train.eval_every=120",
                      "cade.workers=1"]
     killed_dir, reference_dir = tmp_path / "killed", tmp_path / "reference"
     env = {**services.env, "PREFECT_HOME": str(tmp_path / "prefect-client")}
@@ -212,7 +212,7 @@ def test_a_run_killed_during_distillation_is_finished_by_semflow_resume(services
     proc.wait()
     complete = sorted(checkpoints.glob(f".*.work/checkpoints/step-*/{STATE}"))
     last_step = int(complete[-1].parent.name.removeprefix("step-"))
-    assert 0 < last_step < 400
+    assert 0 < last_step < 120
     assert not (checkpoints.exists() and any(p.is_dir() and not p.name.startswith(".") for p in checkpoints.iterdir()))
 
     killed = prefect_client.read_flow_runs(
