@@ -24,8 +24,9 @@ What it does, per corpus and seed:
      the compared words), ``freq_z`` (cosine standardised among the 50 words of nearest frequency),
      ``split_half`` (cosine distance across slices over distance between halves of a slice; q from the
      quarter replicates' pseudo pairs), ``split_half_efron`` and ``split_half_freqnull`` (the same
-     ranking, q from the empirical null of all compared words, or per frequency stratum of 100 words)
-     and ``split_half_local`` (the same ratio with the local-neighbourhood distance);
+     ranking, q from the empirical null of all compared words, or per frequency stratum of 100 words),
+     ``split_half_local`` (the same ratio with the local-neighbourhood distance) and ``split_half_full``
+     (the full-slice vectors' distance over split-half's within-slice distance; no q);
    - ``unaligned``: two independent gensim Word2Vec models with the same settings and epochs, ranked by
      cosine (the control: no compass) and by ``local`` (which needs no alignment).
 4. Over the words with count >= min-count in both halves (stopwords excluded), per ranking:
@@ -174,7 +175,23 @@ def rankings(alignment: Alignment, planted: set[str], min_count: int) -> dict[st
                 out["split_half_efron"] = evaluate(frame["word"].tolist(), shift, planted, significance(shift)[1])
                 stratified = significance(shift, np.minimum(frame["count_a"], frame["count_b"]).to_numpy(), window=100)
                 out["split_half_freqnull"] = evaluate(frame["word"].tolist(), shift, planted, stratified[1])
+        frame = shift_scores(alignment, "a", "b", min_count, "split_half", STOPWORDS)
+        out["split_half_full"] = evaluate(frame["word"].tolist(), full_over_within(alignment, frame["word"].tolist()),
+                                          planted, None)
     return out
+
+
+def full_over_within(alignment: Alignment, words: list[str]) -> np.ndarray:
+    """A split_half variant: the cosine distance of the two *full-slice* vectors (trained on twice the
+    text of a half, so less noisy than the half-vs-half distances split_half averages) over the mean
+    distance between halves of one slice (split_half's denominator). Unchanged words keep a ratio near
+    one constant whatever their frequency, if a vector's noise shrinks alike for all words with the text."""
+    within = np.zeros(len(words))
+    for (a1, a2), (b1, b2) in zip(alignment.replicates["a"], alignment.replicates["b"]):
+        within += (pair_distance(a1, a2, words) + pair_distance(b1, b2, words)) / 2
+    cross = pair_distance(alignment.vectors("a"), alignment.vectors("b"), words)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cross / np.maximum(within, 1e-12)
 
 
 def unaligned(a: list[list[str]], b: list[list[str]], settings: CadeSettings, planted: set[str], min_count: int) -> dict:
