@@ -184,8 +184,8 @@ def rankings(alignment: Alignment, planted: set[str], min_count: int) -> dict[st
 def full_over_within(alignment: Alignment, words: list[str]) -> np.ndarray:
     """A split_half variant: the cosine distance of the two *full-slice* vectors (trained on twice the
     text of a half, so less noisy than the half-vs-half distances split_half averages) over the mean
-    distance between halves of one slice (split_half's denominator). Unchanged words keep a ratio near
-    one constant whatever their frequency, if a vector's noise shrinks alike for all words with the text."""
+    distance between halves of one slice (split_half's denominator). If a vector's noise shrinks alike for
+    every word as its text doubles, unchanged words share about one ratio whatever their frequency."""
     within = np.zeros(len(words))
     for (a1, a2), (b1, b2) in zip(alignment.replicates["a"], alignment.replicates["b"]):
         within += (pair_distance(a1, a2, words) + pair_distance(b1, b2, words)) / 2
