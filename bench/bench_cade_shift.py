@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from components.cade import CadeSettings, align, matched_pairs, swap_words  # noqa: E402
 from components.cade.alignment import Alignment  # noqa: E402
-from components.cade.shift import pair_distance, shift_scores, significance  # noqa: E402
+from components.cade.shift import pair_distance, shift_scores, significance, split_half_distances  # noqa: E402
 from components.cade.text import sentences_from_texts  # noqa: E402
 from components.data.builtin import builtin_texts  # noqa: E402
 
@@ -167,31 +167,26 @@ def rankings(alignment: Alignment, planted: set[str], min_count: int) -> dict[st
         out[distance] = evaluate(frame["word"].tolist(), frame["shift"].to_numpy(), planted, frame["q"].to_numpy())
     out["freq_z"] = evaluate(words, frequency_z(base["shift"].to_numpy(), counts), planted, None)
     if alignment.replicates.get("a") and alignment.replicates.get("b"):
-        for name, distance in (("split_half", "cosine"), ("split_half_local", "local")):
-            frame = shift_scores(alignment, "a", "b", min_count, "split_half", STOPWORDS, distance=distance)
-            out[name] = evaluate(frame["word"].tolist(), frame["shift"].to_numpy(), planted, frame["q"].to_numpy())
-            if name == "split_half":  # the same ranking with the empirical nulls instead of the quarters'
-                shift = frame["shift"].to_numpy()
-                out["split_half_efron"] = evaluate(frame["word"].tolist(), shift, planted, significance(shift)[1])
-                stratified = significance(shift, np.minimum(frame["count_a"], frame["count_b"]).to_numpy(), window=100)
-                out["split_half_freqnull"] = evaluate(frame["word"].tolist(), shift, planted, stratified[1])
         frame = shift_scores(alignment, "a", "b", min_count, "split_half", STOPWORDS)
-        out["split_half_full"] = evaluate(frame["word"].tolist(), full_over_within(alignment, frame["word"].tolist()),
-                                          planted, None)
+        words, shift = frame["word"].tolist(), frame["shift"].to_numpy()
+        out["split_half"] = evaluate(words, shift, planted, frame["q"].to_numpy())
+        # the same ranking with the empirical nulls instead of the quarters'
+        out["split_half_efron"] = evaluate(words, shift, planted, significance(shift)[1])
+        stratified = significance(shift, np.minimum(frame["count_a"], frame["count_b"]).to_numpy(), window=100)
+        out["split_half_freqnull"] = evaluate(words, shift, planted, stratified[1])
+        local = shift_scores(alignment, "a", "b", min_count, "split_half", STOPWORDS, distance="local")
+        out["split_half_local"] = evaluate(local["word"].tolist(), local["shift"].to_numpy(), planted, local["q"].to_numpy())
+        out["split_half_full"] = evaluate(words, full_over_within(alignment, words), planted, None)
     return out
 
 
 def full_over_within(alignment: Alignment, words: list[str]) -> np.ndarray:
     """A split_half variant: the cosine distance of the two *full-slice* vectors (trained on twice the
-    text of a half, so less noisy than the half-vs-half distances split_half averages) over the mean
-    distance between halves of one slice (split_half's denominator). If a vector's noise shrinks alike for
-    every word as its text doubles, unchanged words share about one ratio whatever their frequency."""
-    within = np.zeros(len(words))
-    for (a1, a2), (b1, b2) in zip(alignment.replicates["a"], alignment.replicates["b"]):
-        within += (pair_distance(a1, a2, words) + pair_distance(b1, b2, words)) / 2
-    cross = pair_distance(alignment.vectors("a"), alignment.vectors("b"), words)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return cross / np.maximum(within, 1e-12)
+    text of a half, so less noisy than the half-vs-half distances split_half averages) over split_half's
+    own denominator (the mean distance between the halves of one slice). If a vector's noise shrinks alike
+    for every word as its text doubles, unchanged words share about one ratio whatever their frequency."""
+    _, within, _ = split_half_distances(alignment, "a", "b", words)
+    return pair_distance(alignment.vectors("a"), alignment.vectors("b"), words) / within
 
 
 def unaligned(a: list[list[str]], b: list[list[str]], settings: CadeSettings, planted: set[str], min_count: int) -> dict:

@@ -146,6 +146,15 @@ def split_half_ratio(alignment: Alignment, a: str, b: str, words: Sequence[str],
                      ) -> tuple[np.ndarray, int]:
     """(the split_half shift of each word, replicates used). A word absent from a half in some replicate
     is scored on the other replicates; NaN if none has it in all four halves."""
+    cross, within, used = split_half_distances(alignment, a, b, words, distance)
+    return cross / within, used
+
+
+def split_half_distances(alignment: Alignment, a: str, b: str, words: Sequence[str], distance: str = "cosine"
+                         ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(cross, within, replicates used): per word, the mean distance between a half of ``a`` and a half
+    of ``b``, and the mean distance between the two halves of one slice, over the replicates that have
+    the word in all four halves (NaN where none has; within floored at 1e-12)."""
     reps_a, reps_b = alignment.replicates.get(a, []), alignment.replicates.get(b, [])
     used = min(len(reps_a), len(reps_b))
     if used == 0:
@@ -163,8 +172,8 @@ def split_half_ratio(alignment: Alignment, a: str, b: str, words: Sequence[str],
         within[ok] += w[ok]
         seen[ok] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(seen > 0, cross / np.maximum(within, 1e-12), np.nan)
-    return ratio, used
+        cross, within = np.where(seen > 0, cross / seen, np.nan), np.where(seen > 0, np.maximum(within / seen, 1e-12), np.nan)
+    return cross, within, used
 
 
 def usable_measure(alignment: Alignment, a: str, b: str, measure: str) -> tuple[str, str | None]:

@@ -51,8 +51,8 @@ def build_index(model, tokenizer, doc_ids: list[str], texts: list[str], titles: 
                               length_penalty=sedsi.length_penalty)
     result = train_index(index, pairs, sedsi.train, Path(ckpt_dir), sedsi.label_smoothing, on_log=on_log,
                          progress=progress)
-    sets = eval_sets or query_sets(descriptions, split.evaluate, sedsi.max_eval_queries,
-                                   titles=titles if sedsi.title_queries else None)
+    sets = eval_sets if eval_sets is not None else query_sets(descriptions, split.evaluate, sedsi.max_eval_queries,
+                                                              titles=titles if sedsi.title_queries else None)
     bm25 = BM25Index.build(doc_ids, texts)
     table, samples, per_query = compare_systems(index, bm25, sets, sedsi.num_beams, sedsi.search_batch_size,
                                                 sedsi.samples, sedsi.fusion_k)
