@@ -12,7 +12,11 @@ Three task families, ``per_family`` prompts each, in the order summarise, encycl
 - summarise: a Lee news article (cut to ``max_input_words`` words) -> its lead sentence;
 - encyclopedia: a Wikipedia title -> the article's lead paragraph, cut at a sentence boundary to
   ``max_input_words`` words;
-- continue: the first 40 words of a text8 line -> the next 40 words.
+- continue (``continue_source: lee``, the default): the first 40 words of a Lee news article that
+  the summarise family does not use -> its next 40 words; (``continue_source: text8``) the first 40
+  words of a text8 line -> the next 40. text8's head, as gensim ships it, is Porter-stemmed, lowercased
+  word lists ("anarch greek rule stem archon ruler ..."): not text a model should learn to write, and a
+  reference ROUGE-L cannot meaningfully score generated prose against (bench/results/distill.md, section 1c).
 
 Records are taken spread evenly over each source (indices ``i * n // k``) so a small ``per_family``
 still samples the whole corpus, not just its first articles. A family whose source has fewer usable
@@ -20,7 +24,7 @@ records than ``per_family`` (the wiki dump has about 100 articles) gets them all
 is reported as ``<family>_shortfall`` in the skipped counts instead of failing the run.
 
 Everything is deterministic. Ids name the source record (``summarise-0007`` is Lee article 7,
-``continue-0003`` text8 line 3, ``encyclopedia-<title slug>``), so a prompt keeps its id, and
+``continue-lee-0012`` Lee article 12, ``continue-0003`` text8 line 3, ``encyclopedia-<title slug>``), so a prompt keeps its id, and
 therefore its split, across runs.
 """
 
@@ -47,7 +51,7 @@ def spread(n: int, k: int) -> list[int]:
 def _summarise(cfg: BuiltinPrompts) -> list[dict[str, Any]]:
     articles = lee_articles()
     rows = []
-    for i in spread(len(articles), cfg.per_family):
+    for i in _summarised(cfg):
         article = articles[i]
         rows.append(
             {
@@ -59,6 +63,11 @@ def _summarise(cfg: BuiltinPrompts) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _summarised(cfg: BuiltinPrompts) -> list[int]:
+    """The Lee articles the summarise family uses."""
+    return spread(len(lee_articles()), cfg.per_family)
 
 
 def _encyclopedia(cfg: BuiltinPrompts) -> tuple[list[dict[str, Any]], int]:
@@ -90,19 +99,24 @@ def _encyclopedia(cfg: BuiltinPrompts) -> tuple[list[dict[str, Any]], int]:
 
 
 def _continue(cfg: BuiltinPrompts) -> tuple[list[dict[str, Any]], int]:
-    # A line needs more than CONTINUE_WORDS words to leave anything to continue with.
-    candidates = [
-        (i, line.split())
-        for i, line in enumerate(text8_lines())
-        if len(line.split()) > CONTINUE_WORDS
-    ]
-    too_short = len(text8_lines()) - len(candidates)
+    """The continue family and how many source records were too short to use: a record needs more than
+    CONTINUE_WORDS words (a Lee article: 2 x CONTINUE_WORDS, so that every reference is whole)."""
+    if cfg.continue_source == "lee":
+        summarised = set(_summarised(cfg))
+        unused = [(i, a.split()) for i, a in enumerate(lee_articles()) if i not in summarised]
+        candidates = [(f"continue-lee-{i:04d}", words) for i, words in unused if len(words) >= 2 * CONTINUE_WORDS]
+        too_short = len(unused) - len(candidates)
+    else:
+        lines = text8_lines()
+        candidates = [(f"continue-{i:04d}", line.split()) for i, line in enumerate(lines)
+                      if len(line.split()) > CONTINUE_WORDS]
+        too_short = len(lines) - len(candidates)
     rows = []
     for j in spread(len(candidates), cfg.per_family):
-        i, words = candidates[j]
+        row_id, words = candidates[j]
         rows.append(
             {
-                "id": f"continue-{i:04d}",
+                "id": row_id,
                 "family": "continue",
                 "instruction": CONTINUE,
                 "input": " ".join(words[:CONTINUE_WORDS]),
@@ -123,7 +137,7 @@ def builtin_prompts_with_skipped(
     skipped = {
         **builtin_skipped("lee"),
         **builtin_skipped("wiki"),
-        **builtin_skipped("text8"),
+        **(builtin_skipped("text8") if cfg.continue_source == "text8" else {}),
         "encyclopedia_no_lead": no_lead,
         "continue_too_short": too_short,
     }

@@ -48,12 +48,17 @@ class BuiltinPrompts(Section):
 
     - summarise: a Lee news article -> its lead sentence is the reference;
     - encyclopedia: a Wikipedia title -> the article's first paragraph is the reference;
-    - continue: the first words of a text8 line -> the words that follow are the reference.
+    - continue: the first words of a Lee article (one summarise does not use) or of a text8 line -> the
+      words that follow are the reference.
     """
 
     kind: Literal["builtin_prompts"] = Field("builtin_prompts", description="selects this source type")
     per_family: int = Field(16, gt=0, description="prompts per task family")
     max_input_words: int = Field(160, gt=0, description="articles are cut to this many words")
+    continue_source: Literal["lee", "text8"] = Field(
+        "lee", description="the continue family's text: Lee news articles the summarise family leaves out, or "
+        "text8's head (Porter-stemmed lowercase word lists, the source before 2026-12-02)",
+    )
 
 
 PromptSource = Annotated[BuiltinPrompts | FileSource | HFSource, Field(discriminator="kind")]

@@ -185,14 +185,30 @@ def test_builtin_prompts_three_families_with_references():
 
 
 def test_builtin_prompts_continue_reference_follows_input():
-    row = [r for r in builtin_prompts(BuiltinPrompts(per_family=1)) if r["family"] == "continue"][0]
+    row = [r for r in builtin_prompts(BuiltinPrompts(per_family=1, continue_source="text8")) if r["family"] == "continue"][0]
     words = text8_lines()[0].split()
+    assert row["id"] == "continue-0000"
     assert row["input"] == " ".join(words[:40])
     assert row["reference"] == " ".join(words[40:80])
 
 
+def test_builtin_prompts_continue_from_lee_uses_articles_summarise_leaves_out():
+    rows = builtin_prompts(BuiltinPrompts(per_family=40))
+    summarised = {int(r["id"].removeprefix("summarise-")) for r in rows if r["family"] == "summarise"}
+    continued = [r for r in rows if r["family"] == "continue"]
+    assert len(continued) == 40
+    articles = lee_articles()
+    for row in continued:
+        i = int(row["id"].removeprefix("continue-lee-"))
+        assert i not in summarised
+        words = articles[i].split()
+        assert row["input"] == " ".join(words[:40])
+        assert row["reference"] == " ".join(words[40:80])  # whole: the article has >= 80 words
+    assert len({r["id"] for r in continued}) == 40
+
+
 def test_per_family_larger_than_a_corpus_takes_all_and_reports_the_shortfall():
-    df = build_prompts(BuiltinPrompts(per_family=250, max_input_words=20), SplitConfig())
+    df = build_prompts(BuiltinPrompts(per_family=250, max_input_words=20, continue_source="text8"), SplitConfig())
     sizes = df["family"].value_counts().to_dict()
     skipped = skipped_counts(df)
     assert sizes["summarise"] == 250 and skipped["summarise_shortfall"] == 0
@@ -201,6 +217,9 @@ def test_per_family_larger_than_a_corpus_takes_all_and_reports_the_shortfall():
     assert 90 < sizes["encyclopedia"] < 250
     assert sizes["encyclopedia"] + skipped["encyclopedia_shortfall"] == 250
     assert df["id"].is_unique
+    # From Lee, continue gets only the 50 articles summarise leaves out (less those under 80 words).
+    lee = skipped_counts(build_prompts(BuiltinPrompts(per_family=250, max_input_words=20), SplitConfig()))
+    assert lee["continue_shortfall"] + lee["continue_too_short"] == 250 - 50
 
 
 def test_build_prompts_builtin_has_columns_splits_and_skipped_counts():
