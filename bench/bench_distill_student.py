@@ -89,7 +89,8 @@ def main() -> None:
                            if ranked else None)
             student = build_student(cfg.student, teacher, None, calibration)
             healed = heal_student(teacher, student, responses, cfg.generation, cfg.student.warmup, out / "ckpt" / "warmup",
-                                  cfg.distill, eval_initial=cfg.student.eval_initial, progress=False)
+                                  cfg.distill, eval_initial=cfg.student.eval_initial, progress=False,
+                                  target=cfg.student.warmup_target)
         healed_eval = healed.samples
         student.model.save_pretrained(out / "healed")
         healed_eval.to_parquet(out / "healed_eval.parquet")

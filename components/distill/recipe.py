@@ -185,14 +185,17 @@ def compare_outputs(outputs: dict[str, list[str]], references: list[str], cfg: D
 def heal_student(teacher, student, responses: pd.DataFrame, generation: GenerationConfig, warmup,
                  ckpt_dir: str | Path, eval_cfg: DistillConfig,
                  on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True,
-                 eval_initial: bool = True) -> DistillRun:
-    """SFT warm-up of a freshly initialised student on the teacher's responses (SeqKD), the
-    "SFT-initialised student" every KD recipe of the MGSR/DistiLLM/MiniLLM line starts from. A student
-    pruned from its teacher writes noise until healed, and SCRG revises the student's own samples, so
-    distillation starts here. Reports ROUGE-L on the test split after (and, with `eval_initial`, before)."""
-    cfg = eval_cfg.model_copy(update={"method": "seqkd", "train": warmup})
+                 eval_initial: bool = True, target: str = "teacher") -> DistillRun:
+    """SFT warm-up of a freshly initialised student, the "SFT-initialised student" every KD recipe of the
+    MGSR/DistiLLM/MiniLLM line starts from: on the teacher's responses (`target` teacher: SeqKD) or on the
+    dataset references (`target` reference: SFT on ground truth, as MiniLLM and DistiLLM initialise their
+    students). A student pruned from its teacher writes noise until healed, and SCRG revises the student's
+    own samples, so distillation starts here. Reports ROUGE-L on the test split after (and, with
+    `eval_initial`, before)."""
+    method = {"teacher": "seqkd", "reference": "sft"}[target]
+    cfg = eval_cfg.model_copy(update={"method": method, "train": warmup})
     tok = teacher.tokenizer
-    data = training_data("seqkd", responses, None, tok, generation, cfg)
+    data = training_data(method, responses, None, tok, generation, cfg)
     examples, report = build_examples(tok, data.prompts, data.sequences, cfg, None)
     report.prompts_truncated = data.prompts_truncated
     test, references = scored_test_split(responses)

@@ -64,8 +64,13 @@ class StudentConfig(Section):
     model: ModelConfig | None = Field(None, description="the model when init is 'spec'")
     warmup: TrainerConfig | None = Field(
         default_factory=lambda: TrainerConfig(max_steps=20, lr=5e-4, checkpoint_every=10, eval_every=10),
-        description="SFT on the teacher's responses before SCRG and distillation (a pruned student "
-        "writes noise until healed, and SCRG corrects the student's own samples); null skips it",
+        description="SFT before SCRG and distillation (a pruned student writes noise until healed, and SCRG "
+        "corrects the student's own samples), on `warmup_target`; null skips it",
+    )
+    warmup_target: Literal["teacher", "reference"] = Field(
+        "teacher", description="what the warm-up trains on: the teacher's responses (SeqKD) or the dataset "
+        "references (SFT on ground truth, the MiniLLM/DistiLLM student init; the teacher's response where a "
+        "prompt has none)",
     )
 
     @model_validator(mode="after")

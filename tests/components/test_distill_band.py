@@ -198,3 +198,27 @@ def test_w_span_changes_the_gradient_and_the_trained_weights(tiny):
     assert stats1["loss_span"] > 0 and stats0["loss_span"] == pytest.approx(stats1["loss_span"])
     assert not torch.allclose(grad0, grad1, rtol=0, atol=1e-9)
     assert float((weights0 - weights1).abs().max()) > 1e-7
+
+
+@pytest.mark.parametrize("target", ["teacher", "reference"])
+def test_warmup_trains_on_the_target_it_names(tmp_path, target):
+    """student.warmup_target: the healed student writes what it was healed on (one prompt, memorised on
+    purpose: the check is which sequence was the target, not generalisation)."""
+    import pandas as pd
+
+    from components.distill.recipe import heal_student
+    from components.models.loading import LoadedModel
+    from semflow.config import GenerationConfig, TrainerConfig
+
+    teacher, tok = build_tiny_model(TinyModelConfig(seed=1))
+    student, _ = build_tiny_model(TinyModelConfig(seed=2, num_hidden_layers=1))
+    row = {"instruction": "say hi", "input": "", "reference": "hi there", "response": "yo yo yo", "finished": True}
+    responses = pd.DataFrame([{"id": "a", "split": "train", **row}, {"id": "b", "split": "test", **row}])
+    warmup = TrainerConfig(max_steps=40, lr=1e-2, batch_size=1, warmup_ratio=0.0, scheduler="constant_with_warmup",
+                           checkpoint_every=40, eval_every=40)
+    healed = heal_student(LoadedModel("t", teacher, tok, 0.0, "tiny"), LoadedModel("s", student, tok, 0.0, "tiny"),
+                          responses, GenerationConfig(), warmup, tmp_path, DistillConfig(eval_max_new_tokens=8),
+                          progress=False, eval_initial=False, target=target)
+    wanted, other = ("hi there", "yo yo yo") if target == "reference" else ("yo yo yo", "hi there")
+    text = healed.samples["student_healed"].iloc[0]
+    assert text.startswith(wanted) and not text.startswith(other)
