@@ -9,7 +9,11 @@ Usage::
 
 Three task families, ``per_family`` prompts each, in the order summarise, encyclopedia, continue:
 
-- summarise: a Lee news article (cut to ``max_input_words`` words) -> its lead sentence;
+- summarise: a Lee news article without its lead sentence (cut to ``max_input_words`` words) -> the
+  lead sentence, as XSum builds its pairs (Narayan et al. 2018, "Don't Give Me the Details, Just the
+  Summary!", EMNLP, Section 2: the first sentence is the summary, the rest the document);
+  ``summarise_input: article`` keeps the lead in the input (before 2026-12-02), where copying the
+  input's first sentence reproduces the reference;
 - encyclopedia: a Wikipedia title -> the article's lead paragraph, cut at a sentence boundary to
   ``max_input_words`` words;
 - continue (``continue_source: lee``, the default): the first 40 words of a Lee news article that
@@ -48,21 +52,27 @@ def spread(n: int, k: int) -> list[int]:
     return [i * n // k for i in range(k)]
 
 
-def _summarise(cfg: BuiltinPrompts) -> list[dict[str, Any]]:
+def _summarise(cfg: BuiltinPrompts) -> tuple[list[dict[str, Any]], int]:
+    """The summarise family and how many of its articles had no text beside the lead sentence (counted
+    and left out under ``summarise_input: rest``)."""
     articles = lee_articles()
-    rows = []
+    rows, no_rest = [], 0
     for i in _summarised(cfg):
-        article = articles[i]
+        sentences = split_sentences(articles[i])
+        body = " ".join(sentences[1:]) if cfg.summarise_input == "rest" else articles[i]
+        if not body:
+            no_rest += 1
+            continue
         rows.append(
             {
                 "id": f"summarise-{i:04d}",
                 "family": "summarise",
                 "instruction": SUMMARISE,
-                "input": first_words(article, cfg.max_input_words),
-                "reference": split_sentences(article)[0],
+                "input": first_words(body, cfg.max_input_words),
+                "reference": sentences[0],
             }
         )
-    return rows
+    return rows, no_rest
 
 
 def _summarised(cfg: BuiltinPrompts) -> list[int]:
@@ -131,13 +141,14 @@ def builtin_prompts_with_skipped(
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The prompts and {reason: count}: source records that could not be used, and how many prompts
     each family is short of ``per_family`` (zeros included)."""
-    summarise = _summarise(cfg)
+    summarise, no_rest = _summarise(cfg)
     encyclopedia, no_lead = _encyclopedia(cfg)
     continued, too_short = _continue(cfg)
     skipped = {
         **builtin_skipped("lee"),
         **builtin_skipped("wiki"),
         **(builtin_skipped("text8") if cfg.continue_source == "text8" else {}),
+        "summarise_no_rest": no_rest,
         "encyclopedia_no_lead": no_lead,
         "continue_too_short": too_short,
     }

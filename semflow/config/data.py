@@ -46,7 +46,7 @@ Source = Annotated[BuiltinSource | FileSource | HFSource, Field(discriminator="k
 class BuiltinPrompts(Section):
     """Prompts built from the shipped corpora in three task families, with references.
 
-    - summarise: a Lee news article -> its lead sentence is the reference;
+    - summarise: a Lee news article without its lead sentence -> the lead sentence is the reference;
     - encyclopedia: a Wikipedia title -> the article's first paragraph is the reference;
     - continue: the first words of a Lee article (one summarise does not use) or of a text8 line -> the
       words that follow are the reference.
@@ -55,6 +55,11 @@ class BuiltinPrompts(Section):
     kind: Literal["builtin_prompts"] = Field("builtin_prompts", description="selects this source type")
     per_family: int = Field(16, gt=0, description="prompts per task family")
     max_input_words: int = Field(160, gt=0, description="articles are cut to this many words")
+    summarise_input: Literal["rest", "article"] = Field(
+        "rest", description="the summarise family's input: the article without its lead sentence (XSum's "
+        "construction: the reference cannot be copied from the input) or the whole article (before 2026-12-02: "
+        "copying its first sentence reproduces the reference)",
+    )
     continue_source: Literal["lee", "text8"] = Field(
         "lee", description="the continue family's text: Lee news articles the summarise family leaves out, or "
         "text8's head (Porter-stemmed lowercase word lists, the source before 2026-12-02)",

@@ -156,11 +156,15 @@ def test_builtin_prompts_three_families_with_references():
         assert row["instruction"].strip()
         assert row["reference"] and row["reference"].strip()
 
+    articles = lee_articles()
     for row in by_family["summarise"]:
         assert row["id"].startswith("summarise-")
         assert 0 < len(row["input"].split()) <= 30
-        # The reference is the article's lead, so both start with the same words.
-        assert row["input"].split()[:3] == row["reference"].split()[:3]
+        # XSum's construction: the reference is the article's lead sentence, the input what follows it.
+        sentences = split_sentences(articles[int(row["id"].removeprefix("summarise-"))])
+        assert row["reference"] == sentences[0]
+        assert row["input"] == " ".join(" ".join(sentences[1:]).split()[:30])
+        assert row["reference"] not in row["input"]
     for row in by_family["encyclopedia"]:
         assert row["input"] == ""
         assert row["instruction"].startswith("Write a short encyclopedia paragraph about ")
@@ -182,6 +186,13 @@ def test_builtin_prompts_three_families_with_references():
         "New South Wales as strong winds today pushed a huge bushfire towards the town of Hill Top."
     )
     assert builtin_prompts(cfg) == rows  # deterministic
+
+
+def test_builtin_prompts_summarise_input_article_keeps_the_lead():
+    row = builtin_prompts(BuiltinPrompts(per_family=1, summarise_input="article", max_input_words=30))[0]
+    assert row["id"] == "summarise-0000"
+    assert row["input"] == " ".join(lee_articles()[0].split()[:30])
+    assert row["input"].startswith(row["reference"][:40])
 
 
 def test_builtin_prompts_continue_reference_follows_input():
