@@ -26,14 +26,20 @@ What it does, per corpus and seed:
      quarter replicates' pseudo pairs), ``split_half_efron`` and ``split_half_freqnull`` (the same
      ranking, q from the empirical null of all compared words, or per frequency stratum of 100 words),
      ``split_half_local`` (the same ratio with the local-neighbourhood distance) and ``split_half_full``
-     (the full-slice vectors' distance over split-half's within-slice distance; no q);
+     (the full-slice vectors' distance over split-half's within-slice distance; no q) and
+     ``split_half_context`` (the same ratio with the Jensen-Shannon divergence between the context
+     distributions each vector predicts through the frozen compass context matrix; no q);
+   - ``count/ppmi_split_half``: no embedding at all, the split-half ratio on each word's PPMI context row
+     (a count-based control: what the raw co-occurrences of the halves can tell);
    - ``unaligned``: two independent gensim Word2Vec models with the same settings and epochs, ranked by
      cosine (the control: no compass) and by ``local`` (which needs no alignment).
 4. Over the words with count >= min-count in both halves (stopwords excluded), per ranking:
    precision@2k (share of planted words among the first 2k), MRR (mean over planted words of
    1 / (1 + the number of unplanted words ranked above it): 1.0 when they fill the top), and for the
    rankings with a significance figure, how many planted words and how many other words get q < 0.05.
-   The null run reports its top words with their z and q.
+   The null run reports its top words with their z and q. Each planted run's JSON record also holds
+   ``pair_diagnostics``: per planted pair, the centred cosine of its two words in the first half and the
+   ranks split_half gives them (which swaps are missed, and whether those pairs were used alike).
 
 Times: wall and CPU seconds (user + sys of this process) per training, side by side in one run.
 """
@@ -177,7 +183,47 @@ def rankings(alignment: Alignment, planted: set[str], min_count: int) -> dict[st
         local = shift_scores(alignment, "a", "b", min_count, "split_half", STOPWORDS, distance="local")
         out["split_half_local"] = evaluate(local["word"].tolist(), local["shift"].to_numpy(), planted, local["q"].to_numpy())
         out["split_half_full"] = evaluate(words, full_over_within(alignment, words), planted, None)
+        out["split_half_context"] = evaluate(words, context_ratio(alignment, words), planted, None)
     return out
+
+
+def _predictions(alignment: Alignment, kv, words: list[str]) -> np.ndarray:
+    """Per word, the context distribution its vector predicts through the frozen compass context matrix:
+    softmax(U v + log q) over the compass vocabulary (components.cade.likelihood's normalisation)."""
+    log_q = np.log(alignment.noise_distribution())
+    rows = np.stack([kv[w] if w in kv.key_to_index else np.full(kv.vector_size, np.nan) for w in words]).astype(np.float64)
+    logits = rows @ alignment.context.astype(np.float64).T + log_q
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Row-wise Jensen-Shannon divergence (nats); NaN where a row is missing."""
+    m = (p + q) / 2
+
+    def kl(x: np.ndarray) -> np.ndarray:
+        return np.nansum(np.where(x > 0, x * np.log(x / m), 0.0), axis=1)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (kl(p) + kl(q)) / 2
+    return np.where(np.isnan(p).any(1) | np.isnan(q).any(1), np.nan, out)
+
+
+def context_ratio(alignment: Alignment, words: list[str]) -> np.ndarray:
+    """split_half with the Jensen-Shannon divergence between the context distributions the two vectors
+    predict (the compass's shared, frozen context matrix makes those distributions comparable)."""
+    cross, within, seen = np.zeros(len(words)), np.zeros(len(words)), np.zeros(len(words))
+    for (a1, a2), (b1, b2) in zip(alignment.replicates["a"], alignment.replicates["b"]):
+        pa1, pa2, pb1, pb2 = (_predictions(alignment, kv, words) for kv in (a1, a2, b1, b2))
+        w = (_js(pa1, pa2) + _js(pb1, pb2)) / 2
+        c = sum(_js(x, y) for x in (pa1, pa2) for y in (pb1, pb2)) / 4
+        ok = np.isfinite(w) & np.isfinite(c)
+        cross[ok] += c[ok]
+        within[ok] += w[ok]
+        seen[ok] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(seen > 0, cross / np.maximum(within, 1e-12), np.nan)
 
 
 def full_over_within(alignment: Alignment, words: list[str]) -> np.ndarray:
@@ -187,6 +233,55 @@ def full_over_within(alignment: Alignment, words: list[str]) -> np.ndarray:
     for every word as its text doubles, unchanged words share about one ratio whatever their frequency."""
     _, within, _ = split_half_distances(alignment, "a", "b", words)
     return pair_distance(alignment.vectors("a"), alignment.vectors("b"), words) / within
+
+
+def _ppmi(sentences: list[list[str]], targets: dict[str, int], contexts: dict[str, int], window: int):
+    """Rows of ``targets`` in a PPMI matrix over ``contexts`` (window ``window`` each side, the context
+    distribution smoothed by ** 0.75, Levy, Goldberg and Dagan 2015), as a dense float64 array."""
+    from scipy.sparse import coo_matrix
+
+    rows, cols = [], []
+    for s in sentences:
+        t = np.fromiter((targets.get(w, -1) for w in s), dtype=np.int64, count=len(s))
+        c = np.fromiter((contexts.get(w, -1) for w in s), dtype=np.int64, count=len(s))
+        for off in range(1, window + 1):
+            for x, y in ((t[:-off], c[off:]), (t[off:], c[:-off])):
+                ok = (x >= 0) & (y >= 0)
+                rows.append(x[ok])
+                cols.append(y[ok])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    counts = coo_matrix((np.ones(len(r)), (r, c)), shape=(len(targets), len(contexts))).toarray()
+    col = counts.sum(0) ** 0.75
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmi = np.log(counts * col.sum() / (counts.sum(1, keepdims=True) * col[None, :]))
+    return np.where(np.isfinite(pmi) & (pmi > 0), pmi, 0.0)
+
+
+def _row_cosine_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    norms = np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), 1e-12)
+    return 1.0 - np.einsum("ij,ij->i", x, y) / norms
+
+
+def ppmi_split_half(first: list[list[str]], second: list[list[str]], words: list[str], seed: int, replicates: int = 4,
+                    window: int = 5) -> np.ndarray:
+    """A count-based control, no embedding: split_half's ratio on PPMI context rows (each half's units
+    split at random into two, ``replicates`` times)."""
+    targets = {w: i for i, w in enumerate(words)}
+    total = Counter(w for s in first + second for w in s)
+    contexts = {w: i for i, w in enumerate(w for w, n in total.items() if n >= 5)}
+    rng = np.random.default_rng([seed, 7])
+    cross, within = np.zeros(len(words)), np.zeros(len(words))
+    for _ in range(replicates):
+        parts = []
+        for half in (first, second):
+            mask = np.zeros(len(half), dtype=bool)
+            mask[rng.permutation(len(half))[: len(half) // 2]] = True
+            parts.append([_ppmi([s for s, m in zip(half, mask) if m], targets, contexts, window),
+                          _ppmi([s for s, m in zip(half, mask) if not m], targets, contexts, window)])
+        (a1, a2), (b1, b2) = parts
+        within += (_row_cosine_distance(a1, a2) + _row_cosine_distance(b1, b2)) / 2
+        cross += sum(_row_cosine_distance(x, y) for x in (a1, a2) for y in (b1, b2)) / 4
+    return cross / np.maximum(within, 1e-12)
 
 
 def unaligned(a: list[list[str]], b: list[list[str]], settings: CadeSettings, planted: set[str], min_count: int) -> dict:
@@ -226,6 +321,18 @@ def run_one(corpus: str, pieces: list[list[str]], k: int, seed: int, args, overr
     for name, result in rankings(alignment, planted, args.compare_min_count).items():
         record["results"][f"default/{name}"] = result
     record["epochs"] = {name: stat.epochs for name, stat in alignment.stats.items()}
+    base_words = shift_scores(alignment, "a", "b", args.compare_min_count, "cosine", STOPWORDS)["word"].tolist()
+    score, record["times"]["ppmi"] = timed(lambda: ppmi_split_half(first, second, base_words, seed))
+    record["results"]["count/ppmi_split_half"] = evaluate(base_words, score, planted, None)
+    if pairs:  # diagnostics: how alike each planted pair is in slice a, and where split_half ranks its words
+        frame = shift_scores(alignment, "a", "b", args.compare_min_count, "split_half", STOPWORDS)
+        rank = {w: i for i, w in enumerate(frame["word"])}
+        kv = alignment.vectors("a")
+        centre = np.mean([kv[w] for w in frame["word"]], axis=0)
+        def sim(x, y):
+            u, v = kv[x] - centre, kv[y] - centre
+            return float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+        record["pair_diagnostics"] = [(x, y, round(sim(x, y), 3), rank.get(x), rank.get(y)) for x, y in pairs]
     if "unaligned" in args.methods and k:
         results, record["times"]["unaligned"] = timed(lambda: unaligned(first, second, settings, planted,
                                                                         args.compare_min_count))
