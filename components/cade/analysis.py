@@ -18,6 +18,8 @@ al. 2020, arXiv 2004.06519). Shift tables rank by components.cade.shift's measur
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Collection, Sequence
 
 import numpy as np
@@ -77,8 +79,9 @@ def overlap_warnings(overlap: pd.DataFrame, threshold: float = LOW_OVERLAP) -> l
         for b in names[i + 1 :]:
             value = float(overlap.loc[a, b])
             if value < threshold:
+                shown = math.floor(value * 1000) / 1000  # rounded down: 0.2996 never reads "0.30 < 0.3"
                 messages.append(
-                    f"slices {a!r} and {b!r} share {value:.0%} of their vocabulary (Jaccard {value:.2f} < "
+                    f"slices {a!r} and {b!r} share {shown:.1%} of their vocabulary (Jaccard {shown:.3f} < "
                     f"{threshold}): alignment between them is less reliable; read their shift table with care"
                 )
     return messages

@@ -270,6 +270,9 @@ def test_vocabulary_overlap_on_a_hand_built_case():
     assert len(messages) == 2 and all("'c'" in m for m in messages)
     assert overlap_warnings(overlap, threshold=0.6)[0].startswith("slices 'a' and 'b'")
     assert 0 < LOW_OVERLAP < 1
+    # just under the threshold: the message never reads as if the overlap were equal to it
+    near = pd.DataFrame([[1.0, 0.2996], [0.2996, 1.0]], index=["a", "b"], columns=["a", "b"])
+    assert "share 29.9% of their vocabulary (Jaccard 0.299 < 0.3)" in overlap_warnings(near, threshold=0.3)[0]
 
 
 # ------------------------------------------------------------------------------------- likelihood
