@@ -25,11 +25,15 @@ def test_cade_stage_outputs_tracking_and_cli(workdir):
     result = run(workdir)
     info = result["stages"]["cade_align"]
     alignment = load_alignment(f"{info['uri']}/embeddings")
-    # the smoke teacher/students write a few random bytes and the generated slices hold only the test
-    # prompts' answers: too little text, left out with a warning
-    assert alignment.names == ["news", "encyclopedia"]
-    assert info["metrics"]["slices_skipped"] == 4
-    assert [len(alignment.replicates[n]) for n in alignment.names] == [2, 2]
+    # the generated slices hold only the test prompts' texts; the smoke teacher/students write a few
+    # random bytes, too little text, left out with a warning; the references are the dataset's own text,
+    # enough to keep
+    evaluation = pd.read_parquet(f"{result['stages']['distill_student']['uri']}/eval.parquet")
+    assert sum(map(len, sentences_from_texts(evaluation["reference"]))) >= 50
+    assert alignment.names == ["news", "encyclopedia", "references"]
+    assert info["metrics"]["slices_skipped"] == 3
+    # (the references' halves hold too few compass words for split-half replicates)
+    assert [len(alignment.replicates[n]) for n in alignment.names] == [2, 2, 0]
     shifts = pd.read_parquet(f"{info['uri']}/shifts.parquet")
     assert {"word", "shift", "z", "q", "cosine", "count_a", "count_b", "neighbours_a", "neighbours_b", "slice_a",
             "slice_b", "measure"} <= set(shifts.columns)
@@ -37,15 +41,14 @@ def test_cade_stage_outputs_tracking_and_cli(workdir):
     assert set(shifts["measure"]) == {"split_half"} and shifts["q"].between(0, 1).all()
     assert shifts["shift"].is_monotonic_decreasing
     overlap = pd.read_parquet(f"{info['uri']}/overlap.parquet")
-    assert len(overlap) == 2
+    assert len(overlap) == 3
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     child = client.get_run(info["mlflow_run_id"])
     tags = child.data.tags
     # the generated slices are the answers to distill_student's test prompts, every one of them
-    evaluation = pd.read_parquet(f"{result['stages']['distill_student']['uri']}/eval.parquet")
     assert tags["semflow.cade.generated_prompts"] == f"test prompts of distill_student's eval table ({len(evaluation)})"
-    for slice_name, column in (("references", "reference"), ("teacher", "teacher"), ("student_after", "student_after")):
+    for slice_name, column in (("teacher", "teacher"), ("student_before", "student_before"), ("student_after", "student_after")):
         tokens = sum(map(len, sentences_from_texts(evaluation[column])))
         assert f"{slice_name} ({tokens} tokens < 50)" in tags["semflow.cade.skipped"]
     # the self-check ran on the focus pair and is a metric; low recall comes with a warning
