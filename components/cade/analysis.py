@@ -19,7 +19,6 @@ al. 2020, arXiv 2004.06519). Shift tables rank by components.cade.shift's measur
 from __future__ import annotations
 
 import math
-
 from collections.abc import Collection, Sequence
 
 import numpy as np

@@ -28,8 +28,8 @@ records than ``per_family`` (the wiki dump has about 100 articles) gets them all
 is reported as ``<family>_shortfall`` in the skipped counts instead of failing the run.
 
 Everything is deterministic. Ids name the source record (``summarise-0007`` is Lee article 7,
-``continue-lee-0012`` Lee article 12, ``continue-0003`` text8 line 3, ``encyclopedia-<title slug>``), so a prompt keeps its id, and
-therefore its split, across runs.
+``continue-lee-0012`` Lee article 12, ``continue-0003`` text8 line 3, ``encyclopedia-<title slug>``),
+so a prompt keeps its id, and therefore its split, across runs.
 """
 
 from __future__ import annotations

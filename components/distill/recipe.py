@@ -219,7 +219,7 @@ def heal_student(teacher, student, responses: pd.DataFrame, generation: Generati
         "train_examples": float(len(examples)), "train_steps": float(result.steps),
         "resumed_from_step": float(result.resumed_from), "train_seconds": result.seconds,
         "final_loss": float(last.get("loss", float("nan"))), "prompts_truncated": float(data.prompts_truncated),
-        "responses_cut": float(report.responses_cut),
+        "responses_cut": float(report.responses_cut), "references_replaced_by_teacher": float(data.references_replaced),
     })
     return DistillRun(train=result, samples=samples, metrics=metrics, report=report)
 
