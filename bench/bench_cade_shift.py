@@ -64,7 +64,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from components.cade import CadeSettings, align, matched_pairs, swap_words  # noqa: E402
 from components.cade.alignment import Alignment  # noqa: E402
-from components.cade.shift import pair_distance, shift_scores, significance, split_half_distances  # noqa: E402
+from components.cade.shift import (  # noqa: E402
+    eligible_words,
+    pair_distance,
+    shift_scores,
+    significance,
+    split_half_distances,
+)
 from components.cade.text import sentences_from_texts  # noqa: E402
 from components.data.builtin import builtin_texts  # noqa: E402
 
@@ -140,6 +146,7 @@ def evaluate(words: list[str], score: np.ndarray, planted: set[str], q: np.ndarr
             else:
                 above += 1
         out["mrr"] = float(np.mean(reciprocal))
+        out["planted_ranks"] = {w: i for i, w in enumerate(ranked) if w in planted}  # 0 = most shifted
     if q is not None:
         significant = {words[i] for i in np.flatnonzero(q < FDR)}
         out["planted_significant"] = len(significant & planted) / len(planted) if planted else None
@@ -213,17 +220,11 @@ def _js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def context_ratio(alignment: Alignment, words: list[str]) -> np.ndarray:
     """split_half with the Jensen-Shannon divergence between the context distributions the two vectors
     predict (the compass's shared, frozen context matrix makes those distributions comparable)."""
-    cross, within, seen = np.zeros(len(words)), np.zeros(len(words)), np.zeros(len(words))
-    for (a1, a2), (b1, b2) in zip(alignment.replicates["a"], alignment.replicates["b"]):
-        pa1, pa2, pb1, pb2 = (_predictions(alignment, kv, words) for kv in (a1, a2, b1, b2))
-        w = (_js(pa1, pa2) + _js(pb1, pb2)) / 2
-        c = sum(_js(x, y) for x in (pa1, pa2) for y in (pb1, pb2)) / 4
-        ok = np.isfinite(w) & np.isfinite(c)
-        cross[ok] += c[ok]
-        within[ok] += w[ok]
-        seen[ok] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(seen > 0, cross / np.maximum(within, 1e-12), np.nan)
+    def divergence(kv_x, kv_y, w):
+        return _js(_predictions(alignment, kv_x, w), _predictions(alignment, kv_y, w))
+
+    cross, within, _ = split_half_distances(alignment, "a", "b", words, divergence)
+    return cross / within
 
 
 def full_over_within(alignment: Alignment, words: list[str]) -> np.ndarray:
@@ -284,6 +285,14 @@ def ppmi_split_half(first: list[list[str]], second: list[list[str]], words: list
     return cross / np.maximum(within, 1e-12)
 
 
+def centred_similarity(kv, words: list[str], x: str, y: str) -> float:
+    """Cosine of words x and y in one model after subtracting the mean vector of ``words`` (raw CBOW
+    vectors of one slice are nearly all alike): how alike a planted pair was used before the swap."""
+    centre = np.mean([kv[w] for w in words], axis=0)
+    u, v = kv[x] - centre, kv[y] - centre
+    return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+
 def unaligned(a: list[list[str]], b: list[list[str]], settings: CadeSettings, planted: set[str], min_count: int) -> dict:
     """Two independent Word2Vec models (no compass), epochs as the default's slices."""
     models = []
@@ -321,18 +330,13 @@ def run_one(corpus: str, pieces: list[list[str]], k: int, seed: int, args, overr
     for name, result in rankings(alignment, planted, args.compare_min_count).items():
         record["results"][f"default/{name}"] = result
     record["epochs"] = {name: stat.epochs for name, stat in alignment.stats.items()}
-    base_words = shift_scores(alignment, "a", "b", args.compare_min_count, "cosine", STOPWORDS)["word"].tolist()
-    score, record["times"]["ppmi"] = timed(lambda: ppmi_split_half(first, second, base_words, seed))
-    record["results"]["count/ppmi_split_half"] = evaluate(base_words, score, planted, None)
-    if pairs:  # diagnostics: how alike each planted pair is in slice a, and where split_half ranks its words
-        frame = shift_scores(alignment, "a", "b", args.compare_min_count, "split_half", STOPWORDS)
-        rank = {w: i for i, w in enumerate(frame["word"])}
-        kv = alignment.vectors("a")
-        centre = np.mean([kv[w] for w in frame["word"]], axis=0)
-        def sim(x, y):
-            u, v = kv[x] - centre, kv[y] - centre
-            return float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
-        record["pair_diagnostics"] = [(x, y, round(sim(x, y), 3), rank.get(x), rank.get(y)) for x, y in pairs]
+    words = eligible_words(alignment, "a", "b", args.compare_min_count, STOPWORDS)
+    score, record["times"]["ppmi"] = timed(lambda: ppmi_split_half(first, second, words, seed))
+    record["results"]["count/ppmi_split_half"] = evaluate(words, score, planted, None)
+    if pairs and "default/split_half" in record["results"]:
+        ranks = record["results"]["default/split_half"]["planted_ranks"]
+        record["pair_diagnostics"] = [(x, y, round(centred_similarity(alignment.vectors("a"), words, x, y), 3),
+                                       ranks.get(x), ranks.get(y)) for x, y in pairs]
     if "unaligned" in args.methods and k:
         results, record["times"]["unaligned"] = timed(lambda: unaligned(first, second, settings, planted,
                                                                         args.compare_min_count))

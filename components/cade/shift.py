@@ -54,7 +54,7 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,6 +72,7 @@ MIN_NULL_WORDS = 30
 MIN_NULL_SCORES = 2 * MIN_NULL_WORDS  # pseudo-pair scores needed to fit the quarter null
 LOCAL_NEIGHBOURS = 25  # Hamilton et al. 2016 use k = 25
 SCORE_COLUMNS = ["word", "shift", "z", "q", "cosine", "count_a", "count_b"]
+Distance = Callable[[KeyedVectors, KeyedVectors, Sequence[str]], np.ndarray]  # (kv_x, kv_y, words) -> distances
 
 
 def eligible_words(alignment: Alignment, a: str, b: str, min_count: int, exclude: Collection[str] = ()) -> list[str]:
@@ -150,11 +151,14 @@ def split_half_ratio(alignment: Alignment, a: str, b: str, words: Sequence[str],
     return cross / within, used
 
 
-def split_half_distances(alignment: Alignment, a: str, b: str, words: Sequence[str], distance: str = "cosine"
+def split_half_distances(alignment: Alignment, a: str, b: str, words: Sequence[str], distance: str | Distance = "cosine"
                          ) -> tuple[np.ndarray, np.ndarray, int]:
     """(cross, within, replicates used): per word, the mean distance between a half of ``a`` and a half
     of ``b``, and the mean distance between the two halves of one slice, over the replicates that have
-    the word in all four halves (NaN where none has; within floored at 1e-12)."""
+    the word in all four halves (NaN where none has; within floored at 1e-12). ``distance``: a
+    ``DISTANCES`` name, or a function (kv_x, kv_y, words) -> per-word distances (NaN where one lacks the
+    word), as the planted-shift benchmark's candidates are."""
+    measure = distance if callable(distance) else lambda x, y, w: pair_distance(x, y, w, distance)
     reps_a, reps_b = alignment.replicates.get(a, []), alignment.replicates.get(b, [])
     used = min(len(reps_a), len(reps_b))
     if used == 0:
@@ -165,14 +169,15 @@ def split_half_distances(alignment: Alignment, a: str, b: str, words: Sequence[s
     within = np.zeros(len(words))
     seen = np.zeros(len(words))
     for (a1, a2), (b1, b2) in zip(reps_a[:used], reps_b[:used]):
-        w = (pair_distance(a1, a2, words, distance) + pair_distance(b1, b2, words, distance)) / 2
-        c = sum(pair_distance(x, y, words, distance) for x in (a1, a2) for y in (b1, b2)) / 4
+        w = (measure(a1, a2, words) + measure(b1, b2, words)) / 2
+        c = sum(measure(x, y, words) for x in (a1, a2) for y in (b1, b2)) / 4
         ok = np.isfinite(w) & np.isfinite(c)
         cross[ok] += c[ok]
         within[ok] += w[ok]
         seen[ok] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        cross, within = np.where(seen > 0, cross / seen, np.nan), np.where(seen > 0, np.maximum(within / seen, 1e-12), np.nan)
+        cross = np.where(seen > 0, cross / seen, np.nan)
+        within = np.where(seen > 0, np.maximum(within / seen, 1e-12), np.nan)
     return cross, within, used
 
 

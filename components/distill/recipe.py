@@ -27,6 +27,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -185,7 +186,7 @@ def compare_outputs(outputs: dict[str, list[str]], references: list[str], cfg: D
 def heal_student(teacher, student, responses: pd.DataFrame, generation: GenerationConfig, warmup,
                  ckpt_dir: str | Path, eval_cfg: DistillConfig,
                  on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True,
-                 eval_initial: bool = True, target: str = "teacher") -> DistillRun:
+                 eval_initial: bool = True, target: Literal["teacher", "reference"] = "teacher") -> DistillRun:
     """SFT warm-up of a freshly initialised student, the "SFT-initialised student" every KD recipe of the
     MGSR/DistiLLM/MiniLLM line starts from: on the teacher's responses (`target` teacher: SeqKD) or on the
     dataset references (`target` reference: SFT on ground truth, as MiniLLM and DistiLLM initialise their
