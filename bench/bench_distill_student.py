@@ -42,7 +42,7 @@ def inner_split(responses, share: float, seed: int):
     from components.data.splits import split_unit
 
     if not 0 < share < 1:
-        raise SystemExit(f"--select-share must be in (0, 1), got {share}")
+        raise ValueError(f"--select-share must be in (0, 1), got {share}")
     kept = responses[responses["split"] != "test"].copy()
     inner = kept["id"].map(lambda i: split_unit(f"select:{i}", seed) < share)
     kept.loc[(kept["split"] == "train") & inner, "split"] = "test"
@@ -94,7 +94,17 @@ def main() -> None:
     cfg = load_config(args.config, args.overrides)
     responses = pd.read_parquet(args.responses)
     if args.select_share is not None:
-        responses = inner_split(responses, args.select_share, args.select_seed)
+        try:
+            responses = inner_split(responses, args.select_share, args.select_seed)
+        except ValueError as e:
+            parser.error(str(e))
+    if args.healed:
+        # a student healed on the whole train split has seen the selection prompts' answers
+        healed_on = json.loads((args.healed / "metrics.json").read_text())
+        if (healed_on.get("select_share"), healed_on.get("select_seed", 0)) != (args.select_share, args.select_seed):
+            parser.error(f"--healed {args.healed} was healed with --select-share {healed_on.get('select_share')} "
+                         f"--select-seed {healed_on.get('select_seed', 0)}; this run uses {args.select_share} "
+                         f"{args.select_seed}")
     clock = Clock()
     out = args.out
     shutil.rmtree(out / "ckpt", ignore_errors=True)

@@ -32,3 +32,10 @@ def test_selection_split_follows_its_seed():
     a = bench.inner_split(responses, 0.3, seed=0)
     assert a.equals(bench.inner_split(responses, 0.3, seed=0))
     assert not a["split"].equals(bench.inner_split(responses, 0.3, seed=1)["split"])
+
+
+def test_selection_share_outside_the_unit_interval_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="--select-share"):
+        bench.inner_split(_responses(), 1.0, seed=0)
