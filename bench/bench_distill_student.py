@@ -128,7 +128,7 @@ def main() -> None:
             student = build_student(cfg.student, teacher, None, calibration)
             healed = heal_student(teacher, student, responses, cfg.generation, cfg.student.warmup, out / "ckpt" / "warmup",
                                   cfg.distill, eval_initial=cfg.student.eval_initial, progress=False,
-                                  target=cfg.student.warmup_target)
+                                  target=cfg.student.warmup_target, loss=cfg.student.warmup_loss)
         healed_eval = healed.samples
         student.model.save_pretrained(out / "healed")
         healed_eval.to_parquet(out / "healed_eval.parquet")

@@ -1,8 +1,9 @@
 """Stage init_student: the student that SCRG and distillation start from: pruned from the teacher (the
 layers `student.keep_layers` names, or `student.layers` of them chosen by `student.select` from the
 teacher's hidden states on its own training answers), or loaded from its own spec (the vocabularies
-must match); then healed by a short SFT warm-up (`student.warmup`) on the teacher's responses or the
-references (`student.warmup_target`; a null warm-up skips it). Checkpoints resume like distillation's."""
+must match); then healed by a short warm-up (`student.warmup`) on the teacher's responses or the
+references (`student.warmup_target`; a null warm-up skips it), by SFT or by logit distillation from the
+teacher (`student.warmup_loss`). Checkpoints resume like distillation's."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def init_student(teacher: ModelConfig, student: StudentConfig, generation: Gener
             log_step = lambda step, m: mlflow.log_metrics({f"warmup/{k}": v for k, v in m.items()}, step=step)
             healed = heal_student(t, s, responses, generation, student.warmup, work_dir(stage_key, run) / "checkpoints",
                                   distill, on_log=log_step, eval_initial=student.eval_initial,
-                                  target=student.warmup_target)
+                                  target=student.warmup_target, loss=student.warmup_loss)
             metrics.update(healed.metrics)
             out.table("eval", healed.samples)
             previews["eval"] = healed.samples

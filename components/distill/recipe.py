@@ -186,18 +186,29 @@ def compare_outputs(outputs: dict[str, list[str]], references: list[str], cfg: D
 def heal_student(teacher, student, responses: pd.DataFrame, generation: GenerationConfig, warmup,
                  ckpt_dir: str | Path, eval_cfg: DistillConfig,
                  on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True,
-                 eval_initial: bool = True, target: Literal["teacher", "reference"] = "teacher") -> DistillRun:
-    """SFT warm-up of a freshly initialised student, the "SFT-initialised student" every KD recipe of the
-    MGSR/DistiLLM/MiniLLM line starts from: on the teacher's responses (`target` teacher: SeqKD) or on the
-    dataset references (`target` reference: SFT on ground truth, as MiniLLM and DistiLLM initialise their
-    students). A student pruned from its teacher writes noise until healed, and SCRG revises the student's
-    own samples, so distillation starts here. Reports ROUGE-L on the test split after (and, with
-    `eval_initial`, before)."""
-    method = {"teacher": "seqkd", "reference": "sft"}[target]
-    cfg = eval_cfg.model_copy(update={"method": method, "train": warmup})
+                 eval_initial: bool = True, target: Literal["teacher", "reference"] = "teacher",
+                 loss: Literal["sft", "kd"] = "sft") -> DistillRun:
+    """Warm-up of a freshly initialised student, the "SFT-initialised student" every KD recipe of the
+    MGSR/DistiLLM/MiniLLM line starts from. A student pruned from its teacher writes noise until healed,
+    and SCRG revises the student's own samples, so distillation starts here. Reports ROUGE-L on the test
+    split after (and, with `eval_initial`, before).
+
+    `loss` sft: cross-entropy on the teacher's responses (`target` teacher: SeqKD) or on the dataset
+    references (`target` reference: SFT on ground truth, as MiniLLM and DistiLLM initialise their students).
+    `loss` kd: forward KL to the teacher's token distributions along the teacher's responses (word-level
+    KD, Kim & Rush 2016 Eq. 4), how Minitron heals a pruned model ("logit-only distillation", Sreenivas et
+    al. 2024, Section 2; Muralidharan et al. 2024, Section 3.2): every position teaches the whole
+    distribution, not one token, so a short warm-up carries more of the teacher. With `target` reference
+    a cross-entropy term on the references (weight 1) is added."""
+    if loss == "kd":
+        cfg = eval_cfg.model_copy(update={"method": "kd_fkl", "train": warmup, "sft_target": target,
+                                          "kd_sft_weight": 1.0 if target == "reference" else 0.0})
+    else:
+        cfg = eval_cfg.model_copy(update={"method": {"teacher": "seqkd", "reference": "sft"}[target], "train": warmup})
+    method = cfg.method
     tok = teacher.tokenizer
     data = training_data(method, responses, None, tok, generation, cfg)
-    examples, report = build_examples(tok, data.prompts, data.sequences, cfg, None)
+    examples, report = build_examples(tok, data.prompts, data.sequences, cfg, None, data.supervised, data.targets)
     report.prompts_truncated = data.prompts_truncated
     test, references = scored_test_split(responses)
     outputs = {}
@@ -205,7 +216,8 @@ def heal_student(teacher, student, responses: pd.DataFrame, generation: Generati
         outputs["initial"] = greedy_outputs(student.model, tok, test, cfg, generation)
     objective = Objective(cfg)
     _fp32_master(student.model)
-    trainer = Trainer(student.model, student_loss_fn(student.model, None, objective, cfg.chunk_size), examples,
+    guide = teacher.model.eval() if objective.needs_teacher else None
+    trainer = Trainer(student.model, student_loss_fn(student.model, guide, objective, cfg.chunk_size), examples,
                       lambda ex: collate(ex, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id),
                       warmup, ckpt_dir, on_log=on_log, progress=progress, loss_weight=label_tokens)
     result = trainer.train()

@@ -72,6 +72,11 @@ class StudentConfig(Section):
         "references (SFT on ground truth, the MiniLLM/DistiLLM student init; the teacher's response where a "
         "prompt has none)",
     )
+    warmup_loss: Literal["sft", "kd"] = Field(
+        "sft", description="the warm-up's loss: sft (cross-entropy on `warmup_target`) or kd (forward KL to the "
+        "teacher's token distributions along its responses, Minitron's logit-distillation healing; one teacher "
+        "forward pass per step more; with warmup_target reference, plus cross-entropy on the references)",
+    )
 
     @model_validator(mode="after")
     def _spec_needs_model(self) -> StudentConfig:

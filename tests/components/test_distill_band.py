@@ -222,3 +222,43 @@ def test_warmup_trains_on_the_target_it_names(tmp_path, target):
     wanted, other = ("hi there", "yo yo yo") if target == "reference" else ("yo yo yo", "hi there")
     text = healed.samples["student_healed"].iloc[0]
     assert text.startswith(wanted) and not text.startswith(other)
+
+
+def test_kd_warmup_pulls_the_student_towards_the_teachers_distributions(tmp_path):
+    """student.warmup_loss kd: the healed student's next-token distributions along the teacher's response
+    move towards the teacher's (forward KL falls); SFT on the same response moves them to its tokens
+    instead, away from a teacher that does not put all its mass there."""
+    import copy
+
+    import pandas as pd
+
+    from components.distill.recipe import heal_student, training_data
+    from components.models.loading import LoadedModel
+    from semflow.config import GenerationConfig, TrainerConfig
+
+    teacher, tok = build_tiny_model(TinyModelConfig(seed=1))
+    student0, _ = build_tiny_model(TinyModelConfig(seed=2, num_hidden_layers=1))
+    row = {"instruction": "say hi", "input": "", "reference": "hi there", "response": "yo yo yo", "finished": True}
+    responses = pd.DataFrame([{"id": "a", "split": "train", **row}, {"id": "b", "split": "test", **row}])
+    data = training_data("seqkd", responses, None, tok, GenerationConfig(), DistillConfig())
+    ids = torch.tensor([data.prompts[0] + data.sequences[0]])
+    span = slice(len(data.prompts[0]) - 1, ids.shape[1] - 1)  # the positions that predict the response
+
+    def kl_to_teacher(model):
+        with torch.no_grad():
+            t = torch.log_softmax(teacher(ids).logits[0, span], -1)
+            s = torch.log_softmax(model(ids).logits[0, span], -1)
+        return float((t.exp() * (t - s)).sum(-1).mean())
+
+    warmup = TrainerConfig(max_steps=30, lr=1e-2, batch_size=1, warmup_ratio=0.0, scheduler="constant_with_warmup",
+                           checkpoint_every=30, eval_every=30)
+    after = {}
+    for loss in ("sft", "kd"):
+        student = copy.deepcopy(student0)
+        heal_student(LoadedModel("t", teacher, tok, 0.0, "tiny"), LoadedModel("s", student, tok, 0.0, "tiny"),
+                     responses, GenerationConfig(), warmup, tmp_path / loss, DistillConfig(eval_max_new_tokens=4),
+                     progress=False, eval_initial=False, loss=loss)
+        after[loss] = kl_to_teacher(student)
+    before = kl_to_teacher(student0)
+    assert after["kd"] < 0.5 * before
+    assert after["kd"] < 0.5 * after["sft"]
