@@ -196,10 +196,11 @@ def heal_student(teacher, student, responses: pd.DataFrame, generation: Generati
     `loss` sft: cross-entropy on the teacher's responses (`target` teacher: SeqKD) or on the dataset
     references (`target` reference: SFT on ground truth, as MiniLLM and DistiLLM initialise their students).
     `loss` kd: forward KL to the teacher's token distributions along the teacher's responses (word-level
-    KD, Kim & Rush 2016 Eq. 4), how Minitron heals a pruned model ("logit-only distillation", Sreenivas et
-    al. 2024, Section 2; Muralidharan et al. 2024, Section 3.2): every position teaches the whole
-    distribution, not one token, so a short warm-up carries more of the teacher. With `target` reference
-    a cross-entropy term on the references (weight 1) is added."""
+    KD, Kim & Rush 2016, "Sequence-Level Knowledge Distillation", Section 3.1), how Minitron heals a pruned
+    model by logit distillation (Muralidharan et al. 2024, arXiv 2407.14679; Sreenivas et al. 2024, arXiv
+    2408.11796): every position teaches the whole distribution, not one token. With `target` reference a
+    cross-entropy term on the references (weight 1) is added. On the default data, with its 30 steps, kd
+    healed worse than sft (bench/results/distill.md section 1e)."""
     if loss == "kd":
         cfg = eval_cfg.model_copy(update={"method": "kd_fkl", "train": warmup, "sft_target": target,
                                           "kd_sft_weight": 1.0 if target == "reference" else 0.0})
