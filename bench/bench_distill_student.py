@@ -100,6 +100,8 @@ def main() -> None:
             parser.error(str(e))
     if args.healed:
         # a student healed on the whole train split has seen the selection prompts' answers
+        if not (args.healed / "metrics.json").is_file():
+            parser.error(f"--healed {args.healed} has no metrics.json: pass the --out folder of an earlier run")
         healed_on = json.loads((args.healed / "metrics.json").read_text())
         if (healed_on.get("select_share"), healed_on.get("select_seed", 0)) != (args.select_share, args.select_seed):
             parser.error(f"--healed {args.healed} was healed with --select-share {healed_on.get('select_share')} "
