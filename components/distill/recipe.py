@@ -206,9 +206,8 @@ def heal_student(teacher, student, responses: pd.DataFrame, generation: Generati
                                           "kd_sft_weight": 1.0 if target == "reference" else 0.0})
     else:
         cfg = eval_cfg.model_copy(update={"method": {"teacher": "seqkd", "reference": "sft"}[target], "train": warmup})
-    method = cfg.method
     tok = teacher.tokenizer
-    data = training_data(method, responses, None, tok, generation, cfg)
+    data = training_data(cfg.method, responses, None, tok, generation, cfg)
     examples, report = build_examples(tok, data.prompts, data.sequences, cfg, None, data.supervised, data.targets)
     report.prompts_truncated = data.prompts_truncated
     test, references = scored_test_split(responses)

@@ -262,3 +262,26 @@ def test_kd_warmup_pulls_the_student_towards_the_teachers_distributions(tmp_path
     before = kl_to_teacher(student0)
     assert after["kd"] < 0.5 * before
     assert after["kd"] < 0.5 * after["sft"]
+
+
+@pytest.mark.parametrize("target", ["teacher", "reference"])
+def test_kd_warmup_adds_cross_entropy_on_the_references_only_for_target_reference(tmp_path, target):
+    """warmup_loss kd: the loss is the forward KL alone with warmup_target teacher; with reference it is the
+    KL plus the cross-entropy on the references (weight 1)."""
+    import pandas as pd
+
+    from components.distill.recipe import heal_student
+    from components.models.loading import LoadedModel
+    from semflow.config import GenerationConfig, TrainerConfig
+
+    teacher, tok = build_tiny_model(TinyModelConfig(seed=1))
+    student, _ = build_tiny_model(TinyModelConfig(seed=2, num_hidden_layers=1))
+    row = {"instruction": "say hi", "input": "", "reference": "hi there", "response": "yo yo yo", "finished": True}
+    responses = pd.DataFrame([{"id": "a", "split": "train", **row}, {"id": "b", "split": "test", **row}])
+    warmup = TrainerConfig(max_steps=2, lr=1e-2, batch_size=1, checkpoint_every=2, eval_every=1)
+    run = heal_student(LoadedModel("t", teacher, tok, 0.0, "tiny"), LoadedModel("s", student, tok, 0.0, "tiny"),
+                       responses, GenerationConfig(), warmup, tmp_path, DistillConfig(eval_max_new_tokens=2),
+                       progress=False, eval_initial=False, target=target, loss="kd")
+    last = run.train.history[-1]
+    expected = last["loss_kd_fkl"] + (last["loss_sft"] if target == "reference" else 0.0)
+    assert last["loss_sft"] > 0 and last["loss"] == pytest.approx(expected, rel=1e-5)
