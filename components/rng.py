@@ -7,6 +7,16 @@ reproducibility the cache relies on (equal keys, equal artifacts). Every "seed, 
 this lock, so its draws follow from its own seed whatever runs beside it; sections that do not draw
 (forward and backward passes, greedy decoding) run concurrently as before.
 
+Every write to the global states goes through this module too (`reseed`, `restore`): a bare
+`torch.manual_seed` or `torch.set_rng_state` in one thread lands in the middle of another thread's
+locked section and changes its draws. Measured before this rule: two threads building the smoke
+preset's tiny teacher at once (`torch.random.fork_rng` + `manual_seed`, unlocked) got the serial
+build's weights in only 4 and 22 of 40 builds (two runs), so the smoke pipeline's artifacts depended on
+thread timing (a resumed run's student differed from an uninterrupted one's now and then). Draws made
+outside any locked section (a training loop's dropout after `reseed`) can still interleave with another
+thread's; the pipeline's training has no dropout, and its sampling draws are all locked or use their own
+`torch.Generator`.
+
 Usage::
 
     with seeded(seed + batch_index):
@@ -34,6 +44,21 @@ def seeded(seed: int) -> Iterator[None]:
         np.random.seed(seed % 2**32)
         random.seed(seed)
         yield
+
+
+def reseed(seed: int) -> None:
+    """Seed torch (CPU), numpy and random from `seed` under the lock, for a caller that then draws
+    from the global streams for a long time without holding the lock (a training loop's dropout)."""
+    with seeded(seed):
+        pass
+
+
+def restore(torch_state: torch.Tensor, numpy_state: tuple, python_state: tuple) -> None:
+    """Put saved global states back (a resumed checkpoint's) under the lock."""
+    with _LOCK:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 @contextmanager

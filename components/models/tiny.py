@@ -14,9 +14,10 @@ Example::
 
 from __future__ import annotations
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from components.rng import isolated
 
 from semflow.config import TinyModelConfig
 
@@ -61,9 +62,9 @@ def build_tiny_model(cfg: TinyModelConfig) -> tuple[LlamaForCausalLM, PreTrained
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    # Seed only this construction, and restore the global RNG so building a model has no side effect.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+    # Seed only this construction and restore the global RNG, so building a model has no side effect;
+    # under components.rng's lock, so two stages building at once get the same weights.
+    with isolated(cfg.seed):
         model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,

@@ -74,6 +74,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from components.rng import reseed, restore
 from semflow.config import TrainerConfig
 
 STATE = "trainer.pt"
@@ -204,10 +205,8 @@ class Trainer:
         start_step = self.load_latest()
         distributed = self.world_size > 1
         if start_step == 0:  # a fresh run draws (dropout, sampling hooks) from the configured seed
-            seed = self.cfg.seed + self.rank  # ranks draw different dropout masks; rank 0 as one process
-            torch.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(seed)
+            # ranks draw different dropout masks; rank 0 as one process
+            reseed(self.cfg.seed + self.rank)
         if distributed:
             self._broadcast_weights()
         # a resumed run's history starts with the steps logged before the interruption
@@ -361,11 +360,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self._restored_history = [dict(row) for row in state.get("history", [])]
         per_rank = state.get("rng_per_rank")  # a multi-process checkpoint: each rank resumes its own
-        rng = per_rank[self.rank] if per_rank and len(per_rank) == self.world_size else state["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        random.setstate(rng["python"])
-        np.random.set_state(_numpy_state_from_safe(rng["numpy"]))
+        states = per_rank[self.rank] if per_rank and len(per_rank) == self.world_size else state["rng"]
+        restore(states["torch"].cpu(), _numpy_state_from_safe(states["numpy"]), states["python"])
+        if states["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
         return int(state["step"])
 
