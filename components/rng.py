@@ -7,7 +7,7 @@ reproducibility the cache relies on (equal keys, equal artifacts). Every "seed, 
 this lock, so its draws follow from its own seed whatever runs beside it; sections that do not draw
 (forward and backward passes, greedy decoding) run concurrently as before.
 
-Every write to the global states goes through this module too (`reseed`, `restore`): a bare
+Every write to the global states goes through this module too (`reseed`, `restore`, `forked`): a bare
 `torch.manual_seed` or `torch.set_rng_state` in one thread lands in the middle of another thread's
 locked section and changes its draws. Measured before this rule: two threads building the smoke
 preset's tiny teacher at once (`torch.random.fork_rng` + `manual_seed`, unlocked) got the serial
@@ -40,17 +40,17 @@ _LOCK = threading.RLock()
 def seeded(seed: int) -> Iterator[None]:
     """Hold the global-RNG lock with torch, numpy and random seeded from `seed`."""
     with _LOCK:
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
+        reseed(seed)
         yield
 
 
 def reseed(seed: int) -> None:
     """Seed torch (CPU), numpy and random from `seed` under the lock, for a caller that then draws
     from the global streams for a long time without holding the lock (a training loop's dropout)."""
-    with seeded(seed):
-        pass
+    with _LOCK:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
 
 
 def restore(torch_state: torch.Tensor, numpy_state: tuple, python_state: tuple) -> None:
@@ -62,10 +62,17 @@ def restore(torch_state: torch.Tensor, numpy_state: tuple, python_state: tuple) 
 
 
 @contextmanager
+def forked(devices: list) -> Iterator[None]:
+    """`torch.random.fork_rng(devices)` under the lock: its restore on exit writes the CPU state too."""
+    with _LOCK, torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextmanager
 def isolated(seed: int) -> Iterator[None]:
     """`seeded(seed)` that puts the process's torch (CPU), numpy and random states back afterwards: for a
     draw that must not reset the streams of whatever the caller does next (a module's initialisation)."""
-    with _LOCK, torch.random.fork_rng(devices=[]):
+    with forked([]):
         np_state, py_state = np.random.get_state(), random.getstate()
         try:
             with seeded(seed):

@@ -38,6 +38,7 @@ import torch
 from transformers import StaticCache
 
 from components.generation.padding import pad_rows
+from components.rng import forked
 
 CHECK_EVERY = 16  # decoding steps between "all rows finished?" checks (the only host synchronisation)
 
@@ -171,7 +172,7 @@ class StaticDecoder:
         saved = [t.clone() for t in self._state()]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.random.fork_rng(devices=[self.tokens.device]), torch.cuda.stream(stream):
+        with forked([self.tokens.device]), torch.cuda.stream(stream):
             self._step()
         torch.cuda.current_stream().wait_stream(stream)
         self._restore(saved)

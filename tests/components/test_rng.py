@@ -102,3 +102,18 @@ def test_a_trainer_seeding_beside_a_model_build_leaves_the_build_alone():
         stop.set()
         neighbour.join()
     assert all(torch.equal(b[k], serial[k]) for b in builds for k in serial)
+
+
+def test_only_components_rng_writes_the_global_random_states():
+    # The rule the two tests above rely on: a bare seed or state restore anywhere else in the pipeline's code
+    # lands inside another thread's locked section. torch.Generator(...).manual_seed is a private stream.
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    writes = re.compile(r"(?<![\w.)])(torch\.manual_seed|torch\.set_rng_state|torch\.random\.fork_rng|np\.random\.seed|"
+                        r"np\.random\.set_state|random\.seed|random\.setstate)\(")
+    offenders = [f"{path.relative_to(root)}:{n}" for package in ("components", "tasks", "flows", "semflow")
+                 for path in sorted((root / package).rglob("*.py")) if path != root / "components" / "rng.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if writes.search(line)]
+    assert offenders == []
