@@ -149,3 +149,51 @@ def test_a_resumed_run_returns_the_whole_history(tmp_path):
     drop_timing = lambda history: [{k: v for k, v in h.items() if k != "tokens_per_second"} for h in history]  # noqa: E731
     assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
     assert drop_timing(resumed.history) == drop_timing(straight.history)
+
+
+@pytest.mark.parametrize("method", ["seqkd", "kd_fkl"])
+def test_unpadded_micro_batches_give_the_padded_batch_s_training(tmp_path, method):
+    """`unpadded` runs each example alone (no pad position reaches the model) and weights it by its label
+    tokens, so three AdamW steps end where the padded micro-batches end; the lengths differ enough that
+    weighting the examples equally would not."""
+    from components.training.trainer import label_tokens
+
+    teacher, tok = build_tiny_model(TinyModelConfig(seed=1))
+    cfg = DistillConfig(method=method, chunk_size=16,
+                        train=TrainerConfig(batch_size=4, max_steps=3, lr=1e-3, warmup_ratio=0.0, checkpoint_every=100,
+                                            scheduler="constant_with_warmup"))
+    prompts = [tok(q)["input_ids"] for q in ("q", "a much longer question here", "mid one", "x y")]
+    answers = [tok(a)["input_ids"] + [2] for a in ("abcabcabcabcabc", "ab", "abcabc", "a b c d e f g h")]
+    examples, _ = build_examples(tok, prompts, answers, cfg)
+    objective = Objective(cfg)
+
+    def run(unpadded):
+        student, _ = build_tiny_model(TinyModelConfig(seed=2, num_hidden_layers=1))
+        masks = []
+
+        def collate_fn(ex):
+            batch = collate(ex, tok.pad_token_id)
+            masks.append(batch["attention_mask"])
+            return batch
+
+        loss_fn = student_loss_fn(student, teacher, objective, cfg.chunk_size)
+        trainer = Trainer(student, loss_fn, examples, collate_fn, cfg.train.model_copy(update={"unpadded": unpadded}),
+                          tmp_path / str(unpadded), progress=False, loss_weight=label_tokens)
+        return student, trainer.train().history, masks, loss_fn
+
+    padded, padded_history, padded_masks, _ = run(False)
+    unpadded, unpadded_history, unpadded_masks, _ = run(True)
+    assert any(not bool(m.all()) for m in padded_masks)  # the padded batches do pad
+    assert all(bool(m.all()) and m.shape[0] == 1 for m in unpadded_masks)
+    for a, b in zip(padded_history, unpadded_history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    for (name, a), b in zip(padded.state_dict().items(), unpadded.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # the per-example mean the weighting replaces: measurably another loss on these lengths
+    fresh, _ = build_tiny_model(TinyModelConfig(seed=2, num_hidden_layers=1))
+    loss_fn = student_loss_fn(fresh, teacher, objective, cfg.chunk_size)
+    first = Trainer(fresh, loss_fn, examples, lambda ex: collate(ex, tok.pad_token_id), cfg.train, tmp_path / "n",
+                    progress=False).micro_batches(0)[0]
+    with torch.no_grad():
+        equal = sum(float(loss_fn(collate([e], tok.pad_token_id))[0]) for e in first) / len(first)
+    assert abs(equal - padded_history[0]["loss"]) > 1e-3
