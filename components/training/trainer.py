@@ -26,7 +26,9 @@ the gradient is the padded micro-batch's up to float rounding; for a mean over s
 span term is a mean over span pairs) the pieces are weighted by label tokens, an approximation. Written
 here because transformers' padding-free collation (`DataCollatorWithFlattening`) packs sequences into one
 row for flash-attention's variable-length kernels, which CPUs do not have. Off by default: on a GPU,
-batch-1 passes underuse the device; the CPU presets turn it on (bench/bench_unpadded.py).
+batch-1 passes underuse the device, and on short rows the per-pass overhead outweighs the padding saved
+(the default preset's SE-DSI rows, <= 64 tokens, trained at 0.6x the padded speed). The default preset
+turns it on for its warm-up and distillation (rows of ~150 tokens, 1.41x: bench/bench_unpadded.py).
 
 `loss_fn(batch) -> (loss, stats)` computes the loss of one collated micro-batch; `batch_hook(examples,
 step)` may replace a micro-batch's examples before collation (GKD's on-policy sampling uses it).
