@@ -18,18 +18,6 @@ Example::
                       param_groups=[{"params": objective.parameters(), "lr": 1e-3}])
     result = trainer.train()      # result.resumed_from: the step it restarted from (0: fresh)
 
-Padding-free micro-batches (`cfg.unpadded`). A padded micro-batch spends FLOPs on its pad positions
-(on the default preset's warm-up rows, 1.5x the real tokens for random batches of 4). With `unpadded`
-each example is its own forward/backward pass, its loss scaled by its share of the micro-batch's
-`loss_weight`, the mechanism that splits a micro-batch across DDP ranks (below): for a per-token-mean loss
-the gradient is the padded micro-batch's up to float rounding; for a mean over something else (MGSR's
-span term is a mean over span pairs) the pieces are weighted by label tokens, an approximation. Written
-here because transformers' padding-free collation (`DataCollatorWithFlattening`) packs sequences into one
-row for flash-attention's variable-length kernels, which CPUs do not have. Off by default: on a GPU,
-batch-1 passes underuse the device, and on short rows the per-pass overhead outweighs the padding saved
-(the default preset's SE-DSI rows, <= 64 tokens, trained at 0.6x the padded speed). The default preset
-turns it on for its warm-up and distillation (rows of ~150 tokens, 1.41x: bench/bench_unpadded.py).
-
 `loss_fn(batch) -> (loss, stats)` computes the loss of one collated micro-batch; `batch_hook(examples,
 step)` may replace a micro-batch's examples before collation (GKD's on-policy sampling uses it).
 
@@ -240,26 +228,21 @@ class Trainer:
                     continue
                 if self.batch_hook is not None:
                     examples = self.batch_hook(examples, step * self.cfg.grad_accum + m)
-                # `unpadded`: one example per forward pass, no padding (the pieces' shares add up to the
-                # micro-batch's loss, as ranks' shares do under DDP); otherwise the micro-batch in one pass
-                pieces = [[e] for e in examples] if self.cfg.unpadded else [examples]
-                batches = [{k: v.to(self.device) for k, v in self.collate_fn(p).items()} for p in pieces]
-                weights = [float(self.loss_weight(b)) if self.loss_weight else float(len(p))
-                           for b, p in zip(batches, pieces, strict=True)]
-                total = sum(weights)
-                if distributed:  # the whole micro-batch's weight, over every rank's pieces
-                    reduced = torch.tensor(total, dtype=torch.float64, device=self.device)
-                    dist.all_reduce(reduced)
-                    total = float(reduced)
-                for batch, weight in zip(batches, weights, strict=True):
-                    share = weight / max(total, 1e-12) if distributed or len(batches) > 1 else 1.0
-                    with autocast:
-                        loss, stats = self.loss_fn(batch)
-                    # one piece on one process: the plain mean (bit-identical to the loop before `unpadded`)
-                    (loss / len(micro) if share == 1.0 else loss * (share / len(micro))).backward()
-                    tokens += int(batch["attention_mask"].sum())
-                    for k, v in {"loss": float(loss.detach()), **stats}.items():
-                        sums[k] = sums.get(k, 0.0) + v * share / len(micro)
+                batch = {k: v.to(self.device) for k, v in self.collate_fn(examples).items()}
+                if distributed:  # this rank's share of the micro-batch's loss weight
+                    weight = float(self.loss_weight(batch)) if self.loss_weight else float(len(examples))
+                    total = torch.tensor(weight, dtype=torch.float64, device=self.device)
+                    dist.all_reduce(total)
+                    share = weight / max(float(total), 1e-12)
+                with autocast:
+                    loss, stats = self.loss_fn(batch)
+                if distributed:
+                    (loss * (share / len(micro))).backward()
+                else:
+                    (loss / len(micro)).backward()
+                tokens += int(batch["attention_mask"].sum())
+                for k, v in {"loss": float(loss.detach()), **stats}.items():
+                    sums[k] = sums.get(k, 0.0) + (v * share if distributed else v) / len(micro)
             if distributed:
                 self._all_reduce_grads()
                 gathered: list[Any] = [None] * self.world_size

@@ -21,12 +21,6 @@ class TrainerConfig(Section):
     batch_size: int = Field(4, gt=0, description="examples per micro-batch (the global batch under data parallelism)")
     grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
-    unpadded: bool = Field(
-        False, description="one forward/backward pass per example instead of one padded pass per micro-batch, each "
-        "example's loss weighted by its share of the micro-batch's loss weight (its label tokens): the same gradient "
-        "for per-token-mean losses with no FLOPs spent on padding; for CPUs and long rows of varied length (on a GPU "
-        "batch-1 passes underuse the device; on short rows the per-pass overhead outweighs the padding saved)",
-    )
     epochs: float = Field(3.0, gt=0, description="passes over the training examples")
     max_steps: int | None = Field(None, gt=0, description="optimizer steps; overrides epochs")
     checkpoint_every: int = Field(10, gt=0, description="optimizer steps between checkpoints")
