@@ -1,6 +1,7 @@
 """Stage cade_align: CADE corpus alignment (Bianchi et al. 2020, arXiv 2004.06519). A word2vec compass on
-all slices, then one embedding per slice (and its split-half replicates) trained against the compass's
-frozen context matrix, so a word's vectors are comparable across slices (components/cade). Slices: the
+all slices, then one embedding per slice trained against the compass's frozen context matrix, so a word's
+vectors are comparable across slices, and shift tables ranked by the context test over the slices' texts
+(components/cade). Slices: the
 configured corpora (news vs encyclopedia by default) and the generated text: references, teacher and
 student answers, all to the same prompts (the test split, when the distillation ran)."""
 

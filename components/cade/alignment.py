@@ -50,6 +50,8 @@ class Alignment:
     - ``tokens``: each slice's token count, words outside the compass vocabulary included.
     - ``replicates``: name -> split-half replicates [(half 1, half 2) KeyedVectors], as ``slices``.
     - ``null_replicates``: name -> quarter replicates [(q1, q2, q3, q4) KeyedVectors] (the significance null).
+    - ``texts``: name -> the token lists the slice was trained on (one per text, after long texts were
+      cut), which the ``context`` shift measure reads (components.cade.contexts).
     - ``model``: the trained compass Word2Vec (vocabulary, noise table, context) while in memory, so more
       slices can be trained against it (the self-check); None after :func:`load_alignment`.
     """
@@ -62,6 +64,7 @@ class Alignment:
     tokens: dict[str, int] = field(default_factory=dict)
     replicates: dict[str, list[tuple[KeyedVectors, ...]]] = field(default_factory=dict)
     null_replicates: dict[str, list[tuple[KeyedVectors, ...]]] = field(default_factory=dict)
+    texts: dict[str, list[list[str]]] = field(default_factory=dict, repr=False)
     model: Word2Vec | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -135,4 +138,5 @@ def align(
                                               count=settings.null_replicates) for name, sentences in slices.items()}
     tokens = {name: int(sum(len(s) for s in sentences)) for name, sentences in slices.items()}
     return Alignment(settings=settings, compass=model.wv, context=context, slices=trained, stats=stats, tokens=tokens,
-                     replicates=replicates, null_replicates=null_replicates, model=model)
+                     replicates=replicates, null_replicates=null_replicates,
+                     texts={name: [list(s) for s in sentences] for name, sentences in slices.items()}, model=model)

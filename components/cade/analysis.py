@@ -26,6 +26,7 @@ import pandas as pd
 from gensim.models import KeyedVectors
 
 from components.cade.alignment import Alignment
+from components.cade.contexts import DEFAULT_PERMUTATIONS
 from components.cade.shift import shift_scores
 from semflow.config.cade import CadeConfig
 
@@ -129,10 +130,13 @@ def shift_table(
     topn: int = 10,
     top: int | None = None,
     exclude: Collection[str] = (),
-    measure: str = "split_half",
+    measure: str = "context",
+    context_layout: str = "sides",
+    permutations: int = DEFAULT_PERMUTATIONS,
 ) -> pd.DataFrame:
     """Every word with count >= min_count in both slices, most shifted first, by ``measure``
-    (components.cade.shift: ``split_half`` or ``cosine``).
+    (components.cade.shift: ``context``, ``split_half`` or ``cosine``; ``context_layout`` and
+    ``permutations`` are the context test's).
 
     Columns: word, shift (the measure's score, higher = more shifted), z and q (its significance: q < 0.05
     is a shift at a 5% false discovery rate; NaN with too few words to estimate a null), cosine (between
@@ -145,7 +149,8 @@ def shift_table(
     is smaller) and the slices' token counts. Ties are broken by word.
     """
     kv_a, kv_b = alignment.vectors(a), alignment.vectors(b)
-    frame = shift_scores(alignment, a, b, min_count, measure, exclude)
+    frame = shift_scores(alignment, a, b, min_count, measure, exclude, context_layout=context_layout,
+                         permutations=permutations)
     attrs = dict(frame.attrs)
     if top is not None:
         frame = frame.head(top)
@@ -177,10 +182,13 @@ def most_shifted(
     min_count: int = DEFAULT_MIN_COUNT,
     topn: int = 10,
     exclude: Collection[str] = (),
-    measure: str = "split_half",
+    measure: str = "context",
+    context_layout: str = "sides",
+    permutations: int = DEFAULT_PERMUTATIONS,
 ) -> pd.DataFrame:
     """The ``top`` most shifted words between slices ``a`` and ``b`` (the head of :func:`shift_table`)."""
-    return shift_table(alignment, a, b, min_count=min_count, topn=topn, top=top, exclude=exclude, measure=measure)
+    return shift_table(alignment, a, b, min_count=min_count, topn=topn, top=top, exclude=exclude, measure=measure,
+                       context_layout=context_layout, permutations=permutations)
 
 
 def neighbours(

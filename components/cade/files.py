@@ -8,6 +8,7 @@ Layout of the directory::
     slices/00-news.safetensors     one embedding per slice (slice vocabulary only, count = in that slice)
     replicates/00-news-r0-h1.safetensors   split-half replicates: half 1 and 2 of replicate 0, ...
     replicates/00-news-n0-q1.safetensors   quarter replicates (the significance null): quarter 1-4 of 0, ...
+    texts.json.gz                  each slice's token lists, as trained on (the context measure reads them)
 
 Each embedding file holds the tensors ``vectors`` [words, dim] and ``counts`` [words] and, in its
 metadata, ``keys`` (the words in row order, as JSON). gensim's own ``KeyedVectors.save`` pickles, which
@@ -25,6 +26,7 @@ Usage::
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -42,9 +44,24 @@ from components.cade.errors import CadeError
 from components.cade.settings import CadeSettings
 from components.cade.slices import SliceStats
 
-FORMAT = 3  # 1: pickled gensim .kv files; 2: no split-half replicates (still read)
-READABLE = (2, 3)
+FORMAT = 4  # 1: pickled gensim .kv files; 2: no split-half replicates; 3: no texts (2 and 3 still read)
+READABLE = (2, 3, 4)
 MANIFEST = "cade.json"
+TEXTS = "texts.json.gz"
+
+
+def _write_texts(texts: dict[str, list[list[str]]], path: Path) -> None:
+    # mtime=0 and a fixed file name in the header: the same texts always give the same bytes
+    data = json.dumps(texts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    with open(path, "wb") as raw, gzip.GzipFile(filename="texts.json", mode="wb", fileobj=raw, mtime=0) as fh:
+        fh.write(data)
+
+
+def _read_texts(path: Path) -> dict[str, list[list[str]]]:
+    if not path.is_file():
+        return {}
+    with gzip.open(path, "rb") as fh:
+        return json.loads(fh.read().decode("utf-8"))
 
 
 def write_keyed_vectors(kv: KeyedVectors, path: Path) -> None:
@@ -101,6 +118,8 @@ def save_alignment(alignment: Alignment, directory: str | Path, overwrite: bool 
                     for part, path in zip(parts, paths):
                         write_keyed_vectors(part, tmp / path)
                     listing[name].append(paths)
+        if alignment.texts:
+            _write_texts(alignment.texts, tmp / TEXTS)
         manifest = {
             "format": FORMAT,
             "settings": alignment.settings.to_dict(),
@@ -155,4 +174,5 @@ def load_alignment(directory: str | Path) -> Alignment:
         tokens={name: int(n) for name, n in manifest["tokens"].items()},
         replicates=replicates,
         null_replicates=null_replicates,
+        texts=_read_texts(root / TEXTS),
     )

@@ -9,7 +9,7 @@ Usage::
     report.metrics["self_check_recall.teacher_vs_student_after"]
     report.plots                  # PNG paths under out_dir/plots
 
-The embeddings (and their split-half replicates) are saved under `out_dir/embeddings` (safetensors +
+The embeddings (with the slices' texts the context measure reads, and any split-half replicates) are saved under `out_dir/embeddings` (safetensors +
 JSON, see components.cade.files). A generated slice (teacher or student text) under
 MIN_GENERATED_TOKENS tokens says nothing about word use: it is left out with a warning and counted,
 instead of failing the run. A configured corpus that is empty or unknown to the compass fails.
@@ -120,7 +120,8 @@ def align_and_report(available: dict[str, list[str]], cade: CadeConfig, out_dir:
             if why:
                 warnings.append(f"{a} vs {b}: {why}")
             table = most_shifted(alignment, a, b, top=cade.top, min_count=cade.shift_min_count, exclude=stop,
-                                 measure=measure)
+                                 measure=measure, context_layout=cade.context_layout,
+                                 permutations=cade.context_permutations)
             shifts.append(table.assign(slice_a=a, slice_b=b, measure=measure))
             metrics[f"compared_words.{pair_label(a, b)}"] = float(table.attrs["eligible"])
             metrics[f"significant_shifts.{pair_label(a, b)}"] = float((table["q"] < cade.shift_fdr).sum())
@@ -131,7 +132,8 @@ def align_and_report(available: dict[str, list[str]], cade: CadeConfig, out_dir:
         for a, b in focus_pairs(names):
             check = self_check(alignment, train, a, b, min_count=cade.shift_min_count, pairs=cade.self_check_pairs,
                                measure=usable_measure(alignment, a, b, cade.shift_measure)[0], exclude=stop,
-                               fdr=cade.shift_fdr, seed=cade.seed)
+                               fdr=cade.shift_fdr, seed=cade.seed, context_layout=cade.context_layout,
+                               permutations=cade.context_permutations)
             metrics[f"self_check_recall.{pair_label(a, b)}"] = check.recall
             recalls.append(check.recall)
             checks.append(check.table.assign(slice_a=a, slice_b=b, planted_in=check.planted_in))

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from components.cade.alignment import Alignment
+from components.cade.contexts import DEFAULT_PERMUTATIONS
 from components.cade.errors import CadeError
 from components.cade.replicates import train_replicates
 from components.cade.shift import MIN_NULL_WORDS, shift_scores, usable_measure
@@ -93,10 +94,12 @@ def self_check(
     b: str,
     min_count: int,
     pairs: int = 4,
-    measure: str = "split_half",
+    measure: str = "context",
     exclude: Collection[str] = (),
     fdr: float = 0.05,
     seed: int = 0,
+    context_layout: str = "sides",
+    permutations: int = DEFAULT_PERMUTATIONS,
 ) -> SelfCheck:
     """Plant ``pairs`` matched-frequency swaps into the smaller of slices a and b (a copy) and report the
     share of the 2 x pairs planted words that the shift table of (a, b) calls significant.
@@ -132,9 +135,10 @@ def self_check(
                                                                 swapped, settings)},
                      # the null needs no new training: pseudo pairs of the unswapped slice are as unchanged
                      null_replicates={other: alignment.null_replicates.get(other, []),
-                                      planted_name: alignment.null_replicates.get(target, [])})
+                                      planted_name: alignment.null_replicates.get(target, [])},
+                     texts={other: alignment.texts.get(other, sentences[other]), planted_name: swapped})
     scores = shift_scores(copy, other, planted_name, min_count, usable_measure(copy, other, planted_name, measure)[0],
-                          exclude)
+                          exclude, context_layout=context_layout, permutations=permutations)
     partner = {x: y for x, y in chosen} | {y: x for x, y in chosen}
     rank = {w: i + 1 for i, w in enumerate(scores["word"])}
     rows = scores[scores["word"].isin(partner)].set_index("word")

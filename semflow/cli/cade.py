@@ -56,7 +56,7 @@ def shift(
     top: Annotated[int, typer.Option(min=1, help="how many words")] = 20,
     min_count: MinCountOpt = None,
     measure: Annotated[str | None, typer.Option(
-        help="split_half or cosine (default: the preset's cade.shift_measure)")] = None,
+        help="context, split_half or cosine (default: the preset's cade.shift_measure)")] = None,
     keep_stopwords: Annotated[bool, typer.Option(help="list function words too")] = False,
     config: ConfigOpt = Path("configs/default.yaml"),
     overrides: SetOpt = None,
@@ -79,7 +79,8 @@ def shift(
     try:
         used, why = usable_measure(alignment, slice_a, slice_b, wanted)
         table = most_shifted(alignment, slice_a, slice_b, top=top, min_count=min_count, topn=5, measure=used,
-                             exclude=() if keep_stopwords else STOPWORDS)
+                             exclude=() if keep_stopwords else STOPWORDS, context_layout=cfg.cade.context_layout,
+                             permutations=cfg.cade.context_permutations)
     except CadeError as err:
         raise fail(str(err)) from None
     fdr = cfg.cade.shift_fdr
@@ -93,13 +94,14 @@ def shift(
                     str(r["neighbours_a"]), str(r["neighbours_b"]))
     console.print(out)
     significant = int((table["q"] < fdr).sum())
-    null = ("pseudo pairs of the slices' quarters" if table.attrs.get("null") == "quarters"
-            else "the compared words' own spread (empirical null)")
+    null = {"quarters": "pseudo pairs of the slices' quarters",
+            "permutation": "each word's texts relabelled between the slices at random"}.get(
+        table.attrs.get("null"), "the compared words' own spread (empirical null)")
     notes = [f"* q < {fdr}: a shift at a {fdr:.0%} false discovery rate ({significant} of {len(table)} shown; "
              f"null: {null}); the others are within what re-sampling the texts would give"]
     if why:
         notes.append(why)
-    if table.attrs["eligible"] < MIN_NULL_WORDS:
+    if used != "context" and table.attrs["eligible"] < MIN_NULL_WORDS:
         notes.append(f"no significance: {table.attrs['eligible']} word(s) compared, fewer than {MIN_NULL_WORDS} "
                      "to estimate what an unshifted word looks like")
     if reason := fewer_rows_reason(table, top):

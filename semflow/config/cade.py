@@ -22,7 +22,7 @@ GENERATED_SLICES = ("references", "teacher", "student_before", "student_after")
 # parameter).
 DEFAULT_MIN_COUNT = 20
 
-SHIFT_MEASURES = ("split_half", "cosine")
+SHIFT_MEASURES = ("context", "split_half", "cosine")
 
 # Fields of CadeConfig that are training settings (components.cade.settings.CadeSettings).
 TRAINING_FIELDS = ("sg", "vector_size", "window", "negative", "min_count", "sample", "alpha", "min_alpha",
@@ -66,25 +66,37 @@ class CadeConfig(Section):
     ns_exponent: float = Field(0.75, ge=0, le=1, description="negative-sampling distribution: count ** ns_exponent")
     batch_words: int = Field(10000, ge=100, description="words per training job (gensim's batch_words)")
     replicates: int = Field(
-        4, ge=0,
-        description="split-half replicates per slice: each splits the slice's texts into two random halves "
-        "and trains both against the compass (the split_half measure and its significance need >= 2; "
-        "cost: each replicate costs about one more training of every slice)",
+        0, ge=0,
+        description="split-half replicates per slice, for the split_half measure only (the default context "
+        "measure needs none): each splits the slice's texts into two random halves and trains both against "
+        "the compass; split_half needs >= 1 (4 were its default). Cost: each replicate costs about one more "
+        "training of every slice",
     )
     null_replicates: int = Field(
-        2, ge=0,
-        description="quarter replicates per slice for the significance null: each cuts the slice's texts into "
-        "four random quarters; two quarters against the other two are what the split_half measure gives when "
-        "nothing changed (docs/cade.md). 0: an empirical null of the compared words instead (Efron 2004), "
-        "which bench/results/cade.md found too liberal. Cost: about one more training of every slice each",
+        0, ge=0,
+        description="quarter replicates per slice, the split_half measure's significance null: each cuts the "
+        "slice's texts into four random quarters; two quarters against the other two are what split_half gives "
+        "when nothing changed (docs/cade.md; 2 were its default). 0: an empirical null of the compared words "
+        "instead (Efron 2004), which bench/results/cade.md found too liberal. Cost: about one more training of "
+        "every slice each",
     )
     # ---- analysis
     heldout: float = Field(0.1, ge=0, lt=1, description="share of each slice's texts held out for likelihood")
-    shift_measure: Literal["split_half", "cosine"] = Field(
-        "split_half",
-        description="how shift tables rank words: split_half (a word's distance across the two slices over "
-        "its distance between halves of the same slice; docs/cade.md) or cosine (1 - the cosine of its two "
-        "aligned vectors, CADE's own measure)",
+    shift_measure: Literal["context", "split_half", "cosine"] = Field(
+        "context",
+        description="how shift tables rank words: context (a permutation test over the slices' texts of the "
+        "word's mean context in the frozen compass matrix, its linearised CADE vector; docs/cade.md), "
+        "split_half (its distance across the slices over its distance between halves of one slice; needs "
+        "replicates) or cosine (1 - the cosine of its two aligned vectors, CADE's own measure)",
+    )
+    context_layout: Literal["sides", "window"] = Field(
+        "sides", description="context measure: the left and right windows as two halves of an occurrence's "
+        "context (sides) or one window mean (window, the plain linearised CADE vector)",
+    )
+    context_permutations: int = Field(
+        1000, ge=10, le=100_000,
+        description="context measure: random relabellings of the texts per word (its null's moments; a word in "
+        "few texts gets every relabelling instead and an exact p)",
     )
     shift_min_count: int = Field(DEFAULT_MIN_COUNT, gt=0,
                                  description="shift tables, neighbour lists and the self-check: only words "
@@ -108,4 +120,7 @@ class CadeConfig(Section):
     def _alpha_decays(self) -> CadeConfig:
         if self.min_alpha > self.alpha:
             raise ValueError(f"min_alpha ({self.min_alpha}) must not exceed alpha ({self.alpha})")
+        if self.shift_measure == "split_half" and self.replicates < 1:
+            raise ValueError("shift_measure split_half needs split-half replicates: set replicates (e.g. 4, and "
+                             "null_replicates: 2 for its significance), or use the context measure")
         return self

@@ -156,7 +156,7 @@ def test_random_init_differs_per_slice_and_is_deterministic():
 
 
 # ------------------------------------------------------------------------------------ planted shift
-@pytest.mark.parametrize("measure", ["split_half", "cosine"])
+@pytest.mark.parametrize("measure", ["context", "split_half", "cosine"])
 def test_cade_ranks_planted_words_most_shifted_and_keeps_stable_words(planted, measure):
     sg, alignment = planted
     table = shift_table(alignment, "one", "two", min_count=MIN_COUNT, topn=3, measure=measure)
@@ -235,8 +235,11 @@ def test_most_shifted_and_neighbours_and_cross_similarity(planted):
     assert len(top) == 5 and set(top["word"]) <= set(PLANTED)
     assert list(top.columns) == ["word", "shift", "z", "q", "cosine", "count_a", "count_b", "neighbours_a",
                                  "neighbours_b"]
-    assert top["shift"].is_monotonic_decreasing
+    assert top.attrs["measure"] == "context"  # the default: ranked by z, then shift
+    assert list(zip(-top["z"], -top["shift"])) == sorted(zip(-top["z"], -top["shift"]))
     assert (top["q"] < 0.05).all()  # planted shifts are significant
+    by_split_half = most_shifted(alignment, "one", "two", top=5, min_count=MIN_COUNT, topn=4, measure="split_half")
+    assert by_split_half["shift"].is_monotonic_decreasing
     assert all(len(n.split(", ")) == 4 for n in top["neighbours_a"])
     near = neighbours(alignment, "p1", topn=3)
     assert list(near["slice"]) == ["one"] * 3 + ["two"] * 3

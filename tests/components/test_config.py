@@ -99,3 +99,9 @@ def test_execution_section_and_url_artifact_roots():
     assert artifact_root(remote.runtime) == "s3://bucket/semflow"
     local = load_config(SMOKE, ["runtime.artifact_root=file:///tmp/x/../y"])
     assert artifact_root(local.runtime) == "/tmp/y"
+
+
+def test_the_split_half_measure_needs_replicates():
+    with pytest.raises(ConfigError, match=r"cade: .*split_half needs split-half replicates"):
+        validate_config({"cade": {"shift_measure": "split_half"}})
+    assert validate_config({"cade": {"shift_measure": "split_half", "replicates": 4}}).cade.replicates == 4
