@@ -18,9 +18,10 @@ Corpora (gensim's bundled test data, repeated so that one measurement takes a fe
 round trip, per 22 words); ``text8-head`` head500.noblanks.cor (250 lines of ~1,300 words).
 ``--align`` also times the whole ``align`` on the default preset's corpora (Lee news vs Wikipedia).
 ``--stage`` times the cade_align stage's whole analysis (components.cade.report.align_and_report: the
-alignment with its split-half replicates, every shift table, the self-check, likelihood, plots) on the
-default preset's slices, with the current `cade:` defaults and with CADE's fixed epochs and no
-replicates beside it: news (all Lee articles), encyclopedia (all Wikipedia articles) and four generated
+alignment, every shift table, the self-check, likelihood, plots) on the default preset's slices, with
+the current `cade:` defaults (the context measure, no replicates), with the split_half measure and the
+replicates it needs (its defaults until 2026-12-07), and with CADE's fixed epochs, no replicates and the
+cosine, side by side: news (all Lee articles), encyclopedia (all Wikipedia articles) and four generated
 slices of the default run's size (33 test prompts x 64 words) cut from Lee text as stand-ins.
 """
 
@@ -128,8 +129,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     if args.stage:
-        runs = [stage_cost({}), stage_cost({"epoch_words": 0, "compass_epochs": 5, "replicates": 0, "null_replicates": 0,
-                                            "self_check": False, "shift_measure": "cosine"})]
+        runs = [stage_cost({}), stage_cost({"shift_measure": "split_half", "replicates": 4, "null_replicates": 2}),
+                stage_cost({"epoch_words": 0, "compass_epochs": 5, "self_check": False, "shift_measure": "cosine"})]
         for run in runs:
             print(f"cade_align analysis {run['overrides'] or 'defaults'}: {run['wall_s']:.1f} s wall, "
                   f"{run['cpu_s']:.1f} s CPU; epochs {run['epochs']}; {run['self_check']}")

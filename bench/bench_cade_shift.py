@@ -18,8 +18,12 @@ What it does, per corpus and seed:
 3. Three trainings on the same halves:
    - ``cade``: CADE as published (Bianchi et al. 2020, arXiv 2004.06519): 5 compass and 5 slice epochs,
      ranked by cosine;
-   - ``default``: the pipeline's current defaults (epochs scaled to text size, split-half replicates),
-     ranked by every candidate measure: ``cosine``, ``centred`` (mean-centred vectors), ``local``
+   - ``default``: the pipeline's current defaults (epochs scaled to text size) plus 4 split-half and 2
+     quarter replicates (``SPLIT_HALF``; the pipeline trains them only for the split_half measure),
+     ranked by every candidate measure: ``context`` (the shipped default: the permutation test of each
+     word's mean context over the texts, components.cade.contexts, left and right windows apart) and
+     ``context_window`` (one window mean), both reading only the texts and the compass; ``cosine``,
+     ``centred`` (mean-centred vectors), ``local``
      (Hamilton et al. 2016's local neighbourhood, k = 25), ``anchors`` (second-order profiles against
      the compared words), ``freq_z`` (cosine standardised among the 50 words of nearest frequency),
      ``split_half`` (cosine distance across slices over distance between halves of a slice; q from the
@@ -38,10 +42,14 @@ What it does, per corpus and seed:
    1 / (1 + the number of unplanted words ranked above it): 1.0 when they fill the top), and for the
    rankings with a significance figure, how many planted words and how many other words get q < 0.05.
    The null run reports its top words with their z and q. Each planted run's JSON record also holds
-   ``pair_diagnostics``: per planted pair, the centred cosine of its two words in the first half and the
-   ranks split_half gives them (which swaps are missed, and whether those pairs were used alike).
+   ``pair_diagnostics``: per planted pair, the centred cosine of its two words in the first half, the
+   p of the context test of one word's contexts against the other's in that half (``pair_p``: how well
+   the unswapped text tells them apart) and the ranks split_half and context give them (which swaps are
+   missed, and whether those pairs were used alike).
 
-Times: wall and CPU seconds (user + sys of this process) per training, side by side in one run.
+Times: wall and CPU seconds (user + sys of this process) per training, side by side in one run;
+``default_without_replicates`` is the compass and the two slice models of the default training (what
+the context measure needs), ``context_test`` the two context rankings themselves.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import os
 import statistics
 import sys
 import time
+import zlib
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -64,6 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from components.cade import CadeSettings, align, matched_pairs, swap_words  # noqa: E402
 from components.cade.alignment import Alignment  # noqa: E402
+from components.cade.contexts import features, occurrences, per_text, permutation_p  # noqa: E402
 from components.cade.shift import (  # noqa: E402
     eligible_words,
     pair_distance,
@@ -76,6 +86,10 @@ from components.data.builtin import builtin_texts  # noqa: E402
 
 BUILTIN = ("lee", "wiki", "text8")
 FDR = 0.05
+# The default training keeps the replicates the split_half ranking needs (the pipeline's defaults no
+# longer train them: its default measure, context, reads the texts instead), so both are compared on
+# the same models; --set replicates=... overrides.
+SPLIT_HALF = {"replicates": 4, "null_replicates": 2}
 
 
 def read_corpus(name: str) -> list[str]:
@@ -194,6 +208,18 @@ def rankings(alignment: Alignment, planted: set[str], min_count: int) -> dict[st
     return out
 
 
+def context_rankings(alignment: Alignment, planted: set[str], min_count: int, permutations: int) -> dict[str, dict]:
+    """The context test (components.cade.contexts) with both layouts: ``context`` (left and right
+    windows apart, the default) and ``context_window`` (one window mean, the plain linearised vector).
+    Ranked as the shift table ranks them: by z (the frame's order), ties by shift."""
+    out = {}
+    for name, layout in (("context", "sides"), ("context_window", "window")):
+        frame = shift_scores(alignment, "a", "b", min_count, "context", STOPWORDS, context_layout=layout,
+                             permutations=permutations)
+        out[name] = evaluate(frame["word"].tolist(), frame["z"].to_numpy(), planted, frame["q"].to_numpy())
+    return out
+
+
 def _predictions(alignment: Alignment, kv, words: list[str]) -> np.ndarray:
     """Per word, the context distribution its vector predicts through the frozen compass context matrix:
     softmax(U v + log q) over the compass vocabulary (components.cade.likelihood's normalisation)."""
@@ -293,6 +319,21 @@ def centred_similarity(kv, words: list[str], x: str, y: str) -> float:
     return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
 
 
+def pair_distinguishability(alignment: Alignment, x: str, y: str, permutations: int = 1000) -> float:
+    """How well the unswapped half tells the two words of a planted pair apart by their contexts: the
+    context test (components.cade.contexts, sides layout) of x's occurrences against y's in slice "a",
+    each word's occurrences grouped by text. A large p means the two were used alike there, so swapping
+    them planted a shift that little can see."""
+    occ = occurrences(alignment.texts["a"], [x, y], alignment.compass.key_to_index, alignment.context,
+                      alignment.settings.window)
+    totals, present = occ.side_totals()
+    sums = per_text(occ, features(occ, "sides", totals / np.maximum(present, 1)[:, None]), 2)
+    joined = np.concatenate([sums.sums[0], sums.sums[1]])
+    counts = np.concatenate([sums.counts[0], sums.counts[1]])
+    rng = np.random.default_rng([zlib.crc32(x.encode()), zlib.crc32(y.encode())])
+    return permutation_p(joined, counts, len(sums.counts[0]), permutations, rng)[1]
+
+
 def unaligned(a: list[list[str]], b: list[list[str]], settings: CadeSettings, planted: set[str], min_count: int) -> dict:
     """Two independent Word2Vec models (no compass), epochs as the default's slices."""
     models = []
@@ -325,18 +366,27 @@ def run_one(corpus: str, pieces: list[list[str]], k: int, seed: int, args, overr
                                                       "null_replicates": 0})
         alignment, record["times"]["cade"] = timed(lambda: align(slices, cade_settings))
         record["results"]["cade/cosine"] = rankings(alignment, planted, args.compare_min_count)["cosine"]
-    settings = CadeSettings(**workers | overrides)
+    settings = CadeSettings(**workers | SPLIT_HALF | overrides)
     alignment, record["times"]["default"] = timed(lambda: align(slices, settings))
     for name, result in rankings(alignment, planted, args.compare_min_count).items():
         record["results"][f"default/{name}"] = result
+    context, record["times"]["context_test"] = timed(lambda: context_rankings(alignment, planted, args.compare_min_count,
+                                                                             args.permutations))
+    for name, result in context.items():
+        record["results"][f"default/{name}"] = result
+    # What the context measure needs of the training: the compass and one model per slice, no replicates.
+    record["times"]["default_without_replicates"] = {"wall_s": sum(alignment.stats[n].seconds for n in ("compass", "a", "b"))}
     record["epochs"] = {name: stat.epochs for name, stat in alignment.stats.items()}
     words = eligible_words(alignment, "a", "b", args.compare_min_count, STOPWORDS)
     score, record["times"]["ppmi"] = timed(lambda: ppmi_split_half(first, second, words, seed))
     record["results"]["count/ppmi_split_half"] = evaluate(words, score, planted, None)
-    if pairs and "default/split_half" in record["results"]:
-        ranks = record["results"]["default/split_half"]["planted_ranks"]
-        record["pair_diagnostics"] = [(x, y, round(centred_similarity(alignment.vectors("a"), words, x, y), 3),
-                                       ranks.get(x), ranks.get(y)) for x, y in pairs]
+    if pairs:
+        ranks = {name: record["results"][f"default/{name}"].get("planted_ranks", {})
+                 for name in ("split_half", "context") if f"default/{name}" in record["results"]}
+        record["pair_diagnostics"] = [
+            {"pair": [x, y], "centred_cosine": round(centred_similarity(alignment.vectors("a"), words, x, y), 3),
+             "pair_p": pair_distinguishability(alignment, x, y),
+             "ranks": {name: [r.get(x), r.get(y)] for name, r in ranks.items()}} for x, y in pairs]
     if "unaligned" in args.methods and k:
         results, record["times"]["unaligned"] = timed(lambda: unaligned(first, second, settings, planted,
                                                                         args.compare_min_count))
@@ -394,7 +444,8 @@ def markdown(records: list[dict], args, command: str, seconds: dict) -> str:
                   "| corpus | seed | ranking | words q<0.05 | top words (shift, q) |", "|---|---|---|---|---|"]
         for r in nulls:
             for method, result in r["results"].items():
-                if method not in ("default/split_half", "default/split_half_efron", "default/cosine", "cade/cosine"):
+                if method not in ("default/context", "default/split_half", "default/split_half_efron", "default/cosine",
+                                  "cade/cosine"):
                     continue
                 top = ", ".join(f"{w} ({s:.3g}, {'-' if q is None or q != q else f'{q:.2g}'})" for w, s, q in result["top"])
                 lines.append(f"| {r['corpus']} | {r['seed']} | {method} | {result.get('other_significant', '-')} | {top} |")
@@ -402,8 +453,8 @@ def markdown(records: list[dict], args, command: str, seconds: dict) -> str:
     lines += ["### Time per training (seconds, mean over runs)", "", "| training | wall | CPU (user+sys) |", "|---|---|---|"]
     for name in dict.fromkeys(n for r in records for n in r["times"]):
         walls = [r["times"][name]["wall_s"] for r in records if name in r["times"]]
-        cpus = [r["times"][name]["cpu_s"] for r in records if name in r["times"]]
-        lines.append(f"| {name} | {statistics.fmean(walls):.1f} | {statistics.fmean(cpus):.1f} |")
+        cpus = [r["times"][name]["cpu_s"] for r in records if "cpu_s" in r["times"].get(name, {})]
+        lines.append(f"| {name} | {statistics.fmean(walls):.1f} | {f'{statistics.fmean(cpus):.1f}' if cpus else '-'} |")
     lines += ["", f"Whole benchmark: {seconds['wall_s']:.0f} s wall, {seconds['cpu_s']:.0f} s CPU "
               f"({len(records)} runs; epochs of the default run: {records[-1]['epochs']}).", ""]
     return "\n".join(lines)
@@ -428,6 +479,7 @@ def main() -> None:
     parser.add_argument("--methods", default="cade,default,unaligned", help="trainings to run")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a CadeSettings field of the default training (repeatable)")
+    parser.add_argument("--permutations", type=int, default=1000, help="relabellings per word of the context test")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path, help="append the tables to this file")
     args = parser.parse_args()
