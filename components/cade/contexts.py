@@ -4,7 +4,7 @@ Why a test over occurrences. CADE (Bianchi et al. 2020, arXiv 2004.06519, Sectio
 word vector ``v_w`` with the compass's context matrix ``U`` frozen. With CBOW and negative sampling,
 each window around an occurrence of ``w`` moves ``v_w`` by a weighted sum of ``U`` rows (the window's
 target and its negatives: Mikolov et al. 2013, arXiv 1310.4546, Eq. 4; Rong 2014, arXiv 1411.2738,
-Eq. 59-61): from a small random start, to first order, ``v_w`` in a slice is the sum of the ``U`` rows
+Section 3.2): from a small random start, to first order, ``v_w`` in a slice is the sum of the ``U`` rows
 of the words around ``w``'s occurrences there, less a constant. So the mean ``c_w`` of those rows over
 ``w``'s occurrences is the linearised CADE vector of ``w`` in a slice, and, unlike ``v_w``, it is a sum
 over occurrences: the two slices' ``c_w`` can be compared with a permutation test over the texts
@@ -13,13 +13,14 @@ that hold ``w``, which needs no replicate training and gives every word its own,
 Definition. For an occurrence ``i`` of ``w`` its context vector ``x_i`` is the weighted mean of the
 frozen ``U`` rows of the words within ``window`` positions of it in its text (``w`` itself excluded
 where it recurs, words outside the compass vocabulary skipped), weight ``(window - d + 1) / window`` at
-distance ``d``: the expected weight word2vec's reduced windows give (Mikolov et al. 2013, Section 2.2
-of Goldberg and Levy 2014, arXiv 1402.3722). ``layout="sides"`` (the default) keeps the left and the
+distance ``d``: the expected weight word2vec's reduced windows give (the "dynamic context window" of
+Levy, Goldberg and Dagan 2015, "Improving Distributional Similarity with Lessons Learned from Word
+Embeddings", TACL 3). ``layout="sides"`` (the default) keeps the left and the
 right window as two halves of ``x_i`` (position-aware, like the structured skip-gram of Ling et al.
 2015, "Two/Too Simple Adaptations of Word2Vec for Syntax Problems", NAACL): "the period of" and
-"period during the" differ by side, which one mean over the window cannot show. A side with no
-context word (a text's first or last token) gets that side's mean over all occurrences, which favours
-neither slice. ``layout="window"`` is the single window mean, the plain linearised CADE vector.
+"of the period" put the same words on different sides, which one mean over the window cannot tell.
+A side with no context word (a text's first or last token) gets that side's mean over all
+occurrences, which favours neither slice. ``layout="window"`` is the single window mean, the plain linearised CADE vector.
 
 The statistic is ``T_w = ||mean_a(x) - mean_b(x)||^2`` over ``w``'s occurrences in each slice.
 
@@ -33,8 +34,8 @@ together (a text that uses a word in one odd way is not read as a shift). With a
 share has no resolution, the null's mean, variance and skewness give ``p`` as the upper tail of a
 shifted, scaled chi-square with those three moments (Pearson 1959, "Note on an approximation to
 the distribution of non-central chi-squared", Biometrika 46:364; Imhof 1961, Biometrika 48:419,
-Section 3 compares it): ``T`` is a positive quadratic form, and the fitted tail lets ``p`` go below
-``1 / (permutations + 1)`` so that the words can be ranked and corrected for multiplicity. It is an
+compares it with the exact distribution): ``T`` is a sum of squares, and the fitted tail lets ``p``
+go below ``1 / (permutations + 1)`` so that the words can be ranked and corrected for multiplicity. It is an
 approximation: against 200,000 relabellings of a continuous case it was within 1.5x
 (tests/components/test_cade_contexts.py), on a null of a few distinct values (a word in few texts)
 within 5x; in the benchmark's null runs (bench/results/cade.md) it was calibrated, about 5 % of
