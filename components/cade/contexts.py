@@ -20,7 +20,8 @@ right window as two halves of ``x_i`` (position-aware, like the structured skip-
 2015, "Two/Too Simple Adaptations of Word2Vec for Syntax Problems", NAACL): "the period of" and
 "of the period" put the same words on different sides, which one mean over the window cannot tell.
 A side with no context word (a text's first or last token) gets that side's mean over all
-occurrences, which favours neither slice. ``layout="window"`` is the single window mean, the plain linearised CADE vector.
+occurrences, which favours neither slice. ``layout="window"`` is the single window mean, the plain
+linearised CADE vector.
 
 The statistic is ``T_w = ||mean_a(x) - mean_b(x)||^2`` over ``w``'s occurrences in each slice.
 
