@@ -299,7 +299,7 @@ def shift_scores(
     kv_a, kv_b = alignment.vectors(a), alignment.vectors(b)
     words = eligible_words(alignment, a, b, min_count, exclude)
     cosine = 1.0 - pair_distance(kv_a, kv_b, words, "cosine") if words else np.zeros(0)
-    used, null, null_kind = 0, None, "empirical"
+    used, null, null_kind = 0, None, "permutation" if measure == "context" else "empirical"
     if not words:
         shift = np.zeros(0)
     elif measure == "cosine":

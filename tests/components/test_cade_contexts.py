@@ -24,7 +24,7 @@ def toy_alignment(texts: dict[str, list[list[str]]], rows: dict[str, list[float]
     (``rows``: word -> context vector) and the slices' texts."""
     words = list(rows)
     compass = KeyedVectors(vector_size=DIM)
-    compass.add_vectors(words, np.zeros((len(words), DIM), dtype=np.float32))
+    compass.add_vectors(words, np.ones((len(words), DIM), dtype=np.float32))
     compass.allocate_vecattrs(attrs=["count"], types=[np.int64])
     context = np.array([rows[w] for w in words], dtype=np.float32)
     return Alignment(settings=CadeSettings(vector_size=DIM, window=window), compass=compass, context=context,
@@ -174,3 +174,11 @@ def test_texts_are_saved_with_the_alignment_and_an_older_one_falls_back(tmp_path
     # the bytes do not depend on when they were written
     first = (save_alignment(alignment, tmp_path / "x") / "texts.json.gz").read_bytes()
     assert first == (save_alignment(alignment, tmp_path / "y") / "texts.json.gz").read_bytes()
+
+
+def test_an_empty_context_table_still_names_its_null():
+    alignment = toy_alignment({"a": [["x", "w", "y"]] * 3, "b": [["y", "w", "x"]] * 3}, ONE_HOT, window=1)
+    alignment.slices = {name: alignment.compass for name in ("a", "b")}
+    alignment.compass.expandos["count"][:] = 3
+    table = shift_table(alignment, "a", "b", min_count=20, topn=1)
+    assert len(table) == 0 and table.attrs["measure"] == "context" and table.attrs["null"] == "permutation"
