@@ -10,9 +10,9 @@ Usage::
     report.plots                  # PNG paths under out_dir/plots
 
 The embeddings (with the slices' texts the context measure reads, and any split-half replicates) are
-saved under `out_dir/embeddings` (safetensors + JSON, see components.cade.files). A generated slice (teacher or student text) under
-MIN_GENERATED_TOKENS tokens says nothing about word use: it is left out with a warning and counted,
-instead of failing the run. A configured corpus that is empty or unknown to the compass fails.
+saved under `out_dir/embeddings` (safetensors + JSON, see components.cade.files). A generated slice
+(teacher or student text) under MIN_GENERATED_TOKENS tokens says nothing about word use: it is left out
+with a warning and counted, instead of failing the run. A configured corpus that is empty or unknown to the compass fails.
 """
 
 from __future__ import annotations
