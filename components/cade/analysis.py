@@ -26,7 +26,7 @@ import pandas as pd
 from gensim.models import KeyedVectors
 
 from components.cade.alignment import Alignment
-from components.cade.contexts import DEFAULT_PERMUTATIONS
+from components.cade.contexts import DEFAULT_PERMUTATIONS, smallest_p
 from components.cade.shift import shift_scores
 from semflow.config.cade import CadeConfig
 
@@ -161,6 +161,20 @@ def shift_table(
     frame = frame[SHIFT_COLUMNS].reset_index(drop=True)
     frame.attrs.update(attrs | {"tokens_a": alignment.tokens.get(a, 0), "tokens_b": alignment.tokens.get(b, 0)})
     return frame
+
+
+def few_texts_reason(table: pd.DataFrame, fdr: float) -> str | None:
+    """Why no word of a context-measure ``table`` can be significant, if its slices hold too few texts for
+    any p to reach ``fdr`` (components.cade.contexts.smallest_p); None otherwise."""
+    at = table.attrs
+    if at.get("measure") != "context" or "texts_a" not in at:
+        return None
+    floor = smallest_p(at["texts_a"], at["texts_b"])
+    if floor < fdr:
+        return None
+    return (f"no word can reach q < {fdr}: the context test relabels whole texts, and {at['a']!r} ({at['texts_a']} "
+            f"text(s)) and {at['b']!r} ({at['texts_b']}) allow no p below {floor:.2g}; split long texts into "
+            "documents (articles, chapters, answers) or read the ranking without significance")
 
 
 def fewer_rows_reason(table: pd.DataFrame, top: int) -> str | None:

@@ -217,6 +217,13 @@ def permutation_p(sums: np.ndarray, counts: np.ndarray, n_a: int, permutations: 
     return ratio, float(chi2.sf(max(t_obs - shift, 0.0) / scale, nu)), False
 
 
+def smallest_p(texts_a: int, texts_b: int) -> float:
+    """The smallest p the context test can give any word of two slices holding this many texts: a word in
+    every text has C(texts_a + texts_b, texts_a) relabellings, the observed one among them (a word in
+    fewer texts has fewer). Slices of a few long texts can show no shift at all."""
+    return 1.0 / math.comb(texts_a + texts_b, texts_a) if texts_a and texts_b else 1.0
+
+
 def context_test(alignment, a: str, b: str, words: Sequence[str], layout: str = "sides", window: int | None = None,
                  permutations: int = DEFAULT_PERMUTATIONS, seed: int | None = None) -> ContextTest:
     """The context test of ``words`` between slices ``a`` and ``b`` of ``alignment`` (its ``texts``,

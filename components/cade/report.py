@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from components.cade.alignment import Alignment, align
-from components.cade.analysis import most_shifted, overlap_warnings, vocabulary_overlap
+from components.cade.analysis import few_texts_reason, most_shifted, overlap_warnings, vocabulary_overlap
 from components.cade.errors import CadeError
 from components.cade.files import save_alignment
 from components.cade.likelihood import evaluate
@@ -122,6 +122,8 @@ def align_and_report(available: dict[str, list[str]], cade: CadeConfig, out_dir:
             table = most_shifted(alignment, a, b, top=cade.top, min_count=cade.shift_min_count, exclude=stop,
                                  measure=measure, context_layout=cade.context_layout,
                                  permutations=cade.context_permutations)
+            if reason := few_texts_reason(table, cade.shift_fdr):
+                warnings.append(f"{a} vs {b}: {reason}")
             shifts.append(table.assign(slice_a=a, slice_b=b, measure=measure))
             metrics[f"compared_words.{pair_label(a, b)}"] = float(table.attrs["eligible"])
             metrics[f"significant_shifts.{pair_label(a, b)}"] = float((table["q"] < cade.shift_fdr).sum())

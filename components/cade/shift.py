@@ -336,4 +336,6 @@ def shift_scores(
     frame.attrs.update({"a": a, "b": b, "min_count": min_count, "measure": measure, "distance": distance,
                         "eligible": len(words), "replicates": used, "null": null_kind,
                         "null_scores": permutations if measure == "context" else 0 if null is None else len(null)})
+    if measure == "context":
+        frame.attrs.update({"texts_a": len(alignment.texts[a]), "texts_b": len(alignment.texts[b])})
     return frame

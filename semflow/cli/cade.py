@@ -68,7 +68,7 @@ def shift(
     from gensim.parsing.preprocessing import STOPWORDS
 
     from components.cade import CadeError, most_shifted
-    from components.cade.analysis import fewer_rows_reason
+    from components.cade.analysis import few_texts_reason, fewer_rows_reason
     from components.cade.shift import MEASURES, MIN_NULL_WORDS, usable_measure
 
     wanted = measure or cfg.cade.shift_measure
@@ -104,6 +104,8 @@ def shift(
     if used != "context" and table.attrs["eligible"] < MIN_NULL_WORDS:
         notes.append(f"no significance: {table.attrs['eligible']} word(s) compared, fewer than {MIN_NULL_WORDS} "
                      "to estimate what an unshifted word looks like")
+    if reason := few_texts_reason(table, fdr):
+        notes.append(reason)
     if reason := fewer_rows_reason(table, top):
         notes.append(reason)
     if check := _stage_self_check(manifest, slice_a, slice_b):

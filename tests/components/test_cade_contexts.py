@@ -12,7 +12,8 @@ from gensim.models import KeyedVectors
 from scipy.stats import norm
 
 from components.cade import Alignment, CadeError, CadeSettings, load_alignment, save_alignment, shift_table
-from components.cade.contexts import _statistics, context_test, occurrences, permutation_p
+from components.cade.analysis import few_texts_reason
+from components.cade.contexts import _statistics, context_test, occurrences, permutation_p, smallest_p
 from components.cade.shift import usable_measure
 from tests.components.test_cade import AWAY, HOME, MIN_COUNT, PLANTED, make_slice
 
@@ -182,3 +183,19 @@ def test_an_empty_context_table_still_names_its_null():
     alignment.compass.expandos["count"][:] = 3
     table = shift_table(alignment, "a", "b", min_count=20, topn=1)
     assert len(table) == 0 and table.attrs["measure"] == "context" and table.attrs["null"] == "permutation"
+
+
+def test_slices_of_a_few_texts_say_why_no_word_can_be_significant():
+    # the left/right trade of test_sides_...: certain with 15 texts a side, unprovable with 2
+    few = toy_alignment({"a": [["x", "w", "y"] * 10] * 2, "b": [["y", "w", "x"] * 10] * 2}, ONE_HOT, window=1)
+    many = toy_alignment({"a": [["x", "w", "y"]] * 15, "b": [["y", "w", "x"]] * 15}, ONE_HOT, window=1)
+    for alignment in (few, many):
+        alignment.slices = {name: alignment.compass for name in ("a", "b")}
+        alignment.compass.expandos["count"][:] = 20
+    table = shift_table(few, "a", "b", min_count=20, topn=1)
+    assert table.attrs["texts_a"] == table.attrs["texts_b"] == 2
+    assert table.set_index("word").loc["w", "q"] == pytest.approx(2 / 6)  # the observed split and its mirror
+    reason = few_texts_reason(table, 0.05)
+    assert reason.startswith("no word can reach q < 0.05") and "'a' (2 text(s)) and 'b' (2) allow no p below 0.17" in reason
+    assert smallest_p(2, 2) == pytest.approx(1 / 6) and smallest_p(0, 5) == 1.0
+    assert few_texts_reason(shift_table(many, "a", "b", min_count=20, topn=1), 0.05) is None
