@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from components.cade import CadeSettings, align, matched_pairs, swap_words  # noqa: E402
 from components.cade.alignment import Alignment  # noqa: E402
-from components.cade.contexts import features, occurrences, per_text, permutation_p  # noqa: E402
+from components.cade.contexts import occurrences, permutation_p, text_sums  # noqa: E402
 from components.cade.shift import (  # noqa: E402
     eligible_words,
     pair_distance,
@@ -326,8 +326,7 @@ def pair_distinguishability(alignment: Alignment, x: str, y: str, permutations: 
     them planted a shift that little can see."""
     occ = occurrences(alignment.texts["a"], [x, y], alignment.compass.key_to_index, alignment.context,
                       alignment.settings.window)
-    totals, present = occ.side_totals()
-    sums = per_text(occ, features(occ, "sides", totals / np.maximum(present, 1)[:, None]), 2)
+    (sums,) = text_sums([occ], "sides", 2)
     joined = np.concatenate([sums.sums[0], sums.sums[1]])
     counts = np.concatenate([sums.counts[0], sums.counts[1]])
     rng = np.random.default_rng([zlib.crc32(x.encode()), zlib.crc32(y.encode())])

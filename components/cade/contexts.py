@@ -86,12 +86,11 @@ class ContextSums:
 @dataclass
 class ContextTest:
     """Per word, in the order the words were given: ``shift`` (T over its null mean), ``p`` and ``z``
-    (NaN where the word is missing from a slice), ``exact`` (all relabellings enumerated)."""
+    (NaN where the word is missing from a slice)."""
 
     shift: np.ndarray
     p: np.ndarray
     z: np.ndarray
-    exact: np.ndarray
 
 
 def _weights(window: int) -> np.ndarray:
@@ -174,6 +173,14 @@ def per_text(occ: Occurrences, vectors: np.ndarray, n_words: int) -> ContextSums
     return ContextSums(sums=[sums[i:j] for i, j in cut], counts=[counts[i:j] for i, j in cut])
 
 
+def text_sums(occs: Sequence[Occurrences], layout: str, n_words: int) -> list[ContextSums]:
+    """Each slice's occurrence vectors (``layout``) grouped by word and text. A side with no context word
+    is filled with that side's mean over the occurrences of all the given slices: it favours none."""
+    totals = [occ.side_totals() for occ in occs]
+    fill = sum(t for t, _ in totals) / np.maximum(sum(n for _, n in totals), 1)[:, None]
+    return [per_text(occ, features(occ, layout, fill), n_words) for occ in occs]
+
+
 def _statistics(sums: np.ndarray, counts: np.ndarray, in_a: np.ndarray) -> np.ndarray:
     """T for each row of the 0/1 matrix ``in_a`` [relabellings, texts]."""
     sum_a, count_a = in_a @ sums, in_a @ counts
@@ -240,19 +247,16 @@ def context_test(alignment, a: str, b: str, words: Sequence[str], layout: str = 
     if layout not in LAYOUTS:  # before any work
         raise CadeError(f"unknown context layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     keys = alignment.compass.key_to_index
-    occ_a, occ_b = (occurrences(alignment.texts[name], words, keys, alignment.context, window) for name in (a, b))
-    # An empty side is filled with the side's mean over both slices' occurrences: it favours neither.
-    (total_a, seen_a), (total_b, seen_b) = occ_a.side_totals(), occ_b.side_totals()
-    fill = (total_a + total_b) / np.maximum(seen_a + seen_b, 1)[:, None]
-    sums_a, sums_b = (per_text(occ, features(occ, layout, fill), len(words)) for occ in (occ_a, occ_b))
+    occs = [occurrences(alignment.texts[name], words, keys, alignment.context, window) for name in (a, b)]
+    sums_a, sums_b = text_sums(occs, layout, len(words))
     rng = np.random.default_rng([seed, zlib.crc32(a.encode("utf-8")), zlib.crc32(b.encode("utf-8"))])
-    shift, p, exact = (np.full(len(words), np.nan) for _ in range(3))
+    shift, p = np.full(len(words), np.nan), np.full(len(words), np.nan)
     for i in range(len(words)):
         n_a = len(sums_a.counts[i])
         if n_a == 0 or len(sums_b.counts[i]) == 0:
             continue
         sums = np.concatenate([sums_a.sums[i], sums_b.sums[i]])
         counts = np.concatenate([sums_a.counts[i], sums_b.counts[i]])
-        shift[i], p[i], exact[i] = permutation_p(sums, counts, n_a, permutations, rng)
+        shift[i], p[i], _ = permutation_p(sums, counts, n_a, permutations, rng)
     z = np.where(np.isfinite(p), norm.isf(np.clip(p, 1e-300, 1.0)), np.nan)
-    return ContextTest(shift=shift, p=p, z=z, exact=exact == 1)
+    return ContextTest(shift=shift, p=p, z=z)
