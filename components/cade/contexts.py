@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -71,6 +71,10 @@ DEFAULT_PERMUTATIONS = 1000
 # Below this many relabellings at or above the observed T, their share is too coarse a p (it cannot go
 # under 1 / (permutations + 1)): the fitted tail takes over.
 MIN_EXCEEDANCES = 10
+# The test holds the context vectors of at most this many occurrences at a time (both slices; about
+# 5 KB each at 100 dimensions, so ~0.5 GB): larger slices are tested a block of words at a time, with
+# the same p values (the random relabellings are drawn in the same order).
+MAX_OCCURRENCES = 100_000
 
 
 @dataclass
@@ -116,18 +120,40 @@ class Occurrences:
         return np.stack([means[s][has[s]].sum(0) for s in (0, 1)]), has.sum(1)
 
 
-def occurrences(texts: Sequence[list[str]], words: Sequence[str], key_to_index: dict[str, int],
-                context: np.ndarray, window: int) -> Occurrences:
-    """The context of every occurrence of ``words`` in ``texts`` (module docstring), from the frozen
-    compass ``context`` rows. A window never crosses a text's end."""
-    if window < 1:
-        raise CadeError(f"context window must be >= 1, got {window}")
+@dataclass
+class Tokens:
+    """One slice's texts flattened: the compass row of every token (``ids``, -1 outside the compass
+    vocabulary), which compared word it is (``which``, -1 for none) and which text holds it."""
+
+    ids: np.ndarray
+    which: np.ndarray
+    text_of: np.ndarray
+
+    def counts(self, n_words: int) -> np.ndarray:
+        """Occurrences of each compared word."""
+        return np.bincount(self.which[self.which >= 0], minlength=n_words)
+
+
+def tokens(texts: Sequence[list[str]], words: Sequence[str], key_to_index: dict[str, int]) -> Tokens:
+    """``texts`` (lists of tokens) as ``Tokens``: one pass over them, shared by every block of words."""
     target = {w: i for i, w in enumerate(words)}
     ids = np.fromiter((key_to_index.get(t, -1) for s in texts for t in s), dtype=np.int64)
     which = np.fromiter((target.get(t, -1) for s in texts for t in s), dtype=np.int64, count=len(ids))
     lengths = np.fromiter((len(s) for s in texts), dtype=np.int64, count=len(texts))
-    text_of = np.repeat(np.arange(len(texts)), lengths)
-    positions = np.flatnonzero(which >= 0)
+    return Tokens(ids=ids, which=which, text_of=np.repeat(np.arange(len(texts)), lengths))
+
+
+def collect(tok: Tokens, context: np.ndarray, window: int, start: int = 0, stop: int | None = None) -> Occurrences:
+    """The context of every occurrence of the compared words ``start`` to ``stop`` (their indices
+    relative to ``start`` in ``Occurrences.word``), from the frozen compass ``context`` rows (module
+    docstring). A window never crosses a text's end; the word itself is skipped where it recurs."""
+    if window < 1:
+        raise CadeError(f"context window must be >= 1, got {window}")
+    chosen = tok.which >= start
+    if stop is not None:
+        chosen &= tok.which < stop
+    positions = np.flatnonzero(chosen)
+    ids, text_of = tok.ids, tok.text_of
     table = np.asarray(context, dtype=np.float64)
     sums = np.zeros((2, len(positions), table.shape[1]))
     mass = np.zeros((2, len(positions)))
@@ -135,11 +161,31 @@ def occurrences(texts: Sequence[list[str]], words: Sequence[str], key_to_index: 
         for side, neighbour in ((0, positions - d), (1, positions + d)):
             ok = (neighbour >= 0) & (neighbour < len(ids))
             at, nb = positions[ok], neighbour[ok]
-            keep = (text_of[nb] == text_of[at]) & (ids[nb] >= 0) & (which[nb] != which[at])
+            keep = (text_of[nb] == text_of[at]) & (ids[nb] >= 0) & (tok.which[nb] != tok.which[at])
             rows = np.flatnonzero(ok)[keep]
             sums[side, rows] += weight * table[ids[nb[keep]]]
             mass[side, rows] += weight
-    return Occurrences(word=which[positions], text=text_of[positions], sums=sums, mass=mass)
+    return Occurrences(word=tok.which[positions] - start, text=text_of[positions], sums=sums, mass=mass)
+
+
+def occurrences(texts: Sequence[list[str]], words: Sequence[str], key_to_index: dict[str, int],
+                context: np.ndarray, window: int) -> Occurrences:
+    """The context of every occurrence of ``words`` in ``texts`` (module docstring), from the frozen
+    compass ``context`` rows. A window never crosses a text's end."""
+    return collect(tokens(texts, words, key_to_index), context, window)
+
+
+def blocks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive word ranges [start, stop) of at most ``budget`` occurrences each (a word with more
+    stands alone): the context test holds one range's occurrence vectors at a time."""
+    out, start, held = [], 0, 0
+    for i, n in enumerate(counts.tolist()):
+        if held and held + n > budget:
+            out.append((start, i))
+            start, held = i, 0
+        held += n
+    out.append((start, len(counts)))
+    return out
 
 
 def features(occ: Occurrences, layout: str, fill: np.ndarray) -> np.ndarray:
@@ -173,11 +219,18 @@ def per_text(occ: Occurrences, vectors: np.ndarray, n_words: int) -> ContextSums
     return ContextSums(sums=[sums[i:j] for i, j in cut], counts=[counts[i:j] for i, j in cut])
 
 
-def text_sums(occs: Sequence[Occurrences], layout: str, n_words: int) -> list[ContextSums]:
-    """Each slice's occurrence vectors (``layout``) grouped by word and text. A side with no context word
-    is filled with that side's mean over the occurrences of all the given slices: it favours none."""
+def side_fill(occs: Iterable[Occurrences]) -> np.ndarray:
+    """Each side's mean context over the occurrences of all the given slices [2, dim]: what a side with
+    no context word is filled with (it favours no slice). ``occs`` may be a generator: each is read once."""
     totals = [occ.side_totals() for occ in occs]
-    fill = sum(t for t, _ in totals) / np.maximum(sum(n for _, n in totals), 1)[:, None]
+    return sum(t for t, _ in totals) / np.maximum(sum(n for _, n in totals), 1)[:, None]
+
+
+def text_sums(occs: Sequence[Occurrences], layout: str, n_words: int, fill: np.ndarray | None = None
+              ) -> list[ContextSums]:
+    """Each slice's occurrence vectors (``layout``) grouped by word and text; a side with no context word
+    is filled with ``fill`` (by default ``side_fill`` of these occurrences)."""
+    fill = side_fill(occs) if fill is None else fill
     return [per_text(occ, features(occ, layout, fill), n_words) for occ in occs]
 
 
@@ -247,16 +300,22 @@ def context_test(alignment, a: str, b: str, words: Sequence[str], layout: str = 
     if layout not in LAYOUTS:  # before any work
         raise CadeError(f"unknown context layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     keys = alignment.compass.key_to_index
-    occs = [occurrences(alignment.texts[name], words, keys, alignment.context, window) for name in (a, b)]
-    sums_a, sums_b = text_sums(occs, layout, len(words))
+    toks = [tokens(alignment.texts[name], words, keys) for name in (a, b)]
+    spans = blocks(sum(tok.counts(len(words)) for tok in toks), MAX_OCCURRENCES)
+    fill = None
+    if len(spans) > 1:  # the fill is a mean over every block: one pass for it first
+        fill = side_fill(collect(tok, alignment.context, window, *span) for span in spans for tok in toks)
     rng = np.random.default_rng([seed, zlib.crc32(a.encode("utf-8")), zlib.crc32(b.encode("utf-8"))])
     shift, p = np.full(len(words), np.nan), np.full(len(words), np.nan)
-    for i in range(len(words)):
-        n_a = len(sums_a.counts[i])
-        if n_a == 0 or len(sums_b.counts[i]) == 0:
-            continue
-        sums = np.concatenate([sums_a.sums[i], sums_b.sums[i]])
-        counts = np.concatenate([sums_a.counts[i], sums_b.counts[i]])
-        shift[i], p[i], _ = permutation_p(sums, counts, n_a, permutations, rng)
+    for start, stop in spans:
+        occs = [collect(tok, alignment.context, window, start, stop) for tok in toks]
+        sums_a, sums_b = text_sums(occs, layout, stop - start, fill)
+        for j in range(stop - start):
+            n_a = len(sums_a.counts[j])
+            if n_a == 0 or len(sums_b.counts[j]) == 0:
+                continue
+            sums = np.concatenate([sums_a.sums[j], sums_b.sums[j]])
+            counts = np.concatenate([sums_a.counts[j], sums_b.counts[j]])
+            shift[start + j], p[start + j], _ = permutation_p(sums, counts, n_a, permutations, rng)
     z = np.where(np.isfinite(p), norm.isf(np.clip(p, 1e-300, 1.0)), np.nan)
     return ContextTest(shift=shift, p=p, z=z)

@@ -13,8 +13,8 @@ from scipy.stats import norm
 
 from components.cade import Alignment, CadeError, CadeSettings, load_alignment, save_alignment, shift_table
 from components.cade.analysis import few_texts_reason
-from components.cade.contexts import _statistics, context_test, occurrences, permutation_p, smallest_p
-from components.cade.shift import usable_measure
+from components.cade.contexts import _statistics, blocks, context_test, occurrences, permutation_p, smallest_p
+from components.cade.shift import eligible_words, usable_measure
 from tests.components.test_cade import AWAY, HOME, MIN_COUNT, PLANTED, make_slice
 
 DIM = 4
@@ -159,6 +159,40 @@ def test_a_null_pair_calls_no_word_a_shift_and_its_p_values_are_spread(synthetic
     p = norm.sf(table["z"].to_numpy())
     # calibrated: about 5% of unchanged words below 0.05, about half below 0.5
     assert (p < 0.05).mean() < 0.12 and 0.3 < (p < 0.5).mean() < 0.7
+
+
+
+def test_large_slices_are_tested_a_block_of_words_at_a_time_with_the_same_result(synthetic, monkeypatch):
+    import components.cade.contexts as contexts
+
+    words = eligible_words(synthetic, "one", "two", MIN_COUNT)
+    whole = context_test(synthetic, "one", "two", words)
+    counts = sum(contexts.tokens(synthetic.texts[s], words, synthetic.compass.key_to_index).counts(len(words))
+                 for s in ("one", "two"))
+    budget = int(counts.sum() // 7)
+    assert len(contexts.blocks(counts, budget)) >= 7
+    monkeypatch.setattr(contexts, "MAX_OCCURRENCES", budget)
+    held = []  # occurrences collected per call: slice a's then slice b's, block by block
+    collect = contexts.collect
+
+    def counting_collect(*args, **kwargs):
+        occ = collect(*args, **kwargs)
+        held.append(len(occ.word))
+        return occ
+
+    monkeypatch.setattr(contexts, "collect", counting_collect)
+    blocked = context_test(synthetic, "one", "two", words)
+    per_block = [a + b for a, b in zip(held[::2], held[1::2])]
+    assert max(per_block) <= budget < counts.sum()  # (no single word here is over the budget)
+    np.testing.assert_allclose(blocked.shift, whole.shift, rtol=1e-9)
+    np.testing.assert_allclose(blocked.p, whole.p, rtol=1e-9)
+
+
+def test_blocks_cover_every_word_once_within_the_budget():
+    counts = np.array([3, 4, 9, 1, 1, 12, 2])
+    spans = blocks(counts, 8)
+    assert spans == [(0, 2), (2, 3), (3, 5), (5, 6), (6, 7)]  # a word over the budget stands alone
+    assert [i for s, e in spans for i in range(s, e)] == list(range(len(counts)))
 
 
 # ---------------------------------------------------------------------------------- persistence
