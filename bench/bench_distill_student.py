@@ -150,6 +150,7 @@ def main() -> None:
     metrics["distill"] = run.metrics
     metrics["phases"] = clock.phases
     keys = ("rougeL_teacher", "rougeL_before", "rougeL_after", "rougeL_gain", "rougeL_gain_ci_low", "rougeL_gain_ci_high",
+            "rougeL_headroom", "rougeL_headroom_ci_low", "rougeL_headroom_ci_high",
             "repetition_share_teacher", "repetition_share_before", "repetition_share_after", "distinct2_teacher",
             "distinct2_before", "distinct2_after")
     print("distilled:", {k: round(run.metrics[k], 4) for k in keys})

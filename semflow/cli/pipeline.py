@@ -85,6 +85,7 @@ def _report(cfg: PipelineConfig, config: Path, overrides: list[str] | None, resu
 def findings(stages: dict[str, dict]) -> list[str]:
     """The results a reader should not have to dig for, from the stages' metrics: the distilled student
     against its healed start and the teacher (the paired bootstrap CI of after - before decides the verdict;
+    teacher - before's CI says how large a gain this test split can show;
     the repetition shares and distinct-2 say whether the text degenerated), and which queries SE-DSI's
     metrics were computed on."""
     lines = []
@@ -97,6 +98,10 @@ def findings(stages: dict[str, dict]) -> list[str]:
                      f"{100 * d.get('rougeL_teacher', float('nan')):.1f}, before {100 * d['rougeL_before']:.1f}, "
                      f"after {100 * d['rougeL_after']:.1f}; after - before {100 * d['rougeL_gain']:+.1f} "
                      f"(95% CI {100 * lo:+.1f} to {100 * hi:+.1f}): {verdict}")
+        if {"rougeL_headroom", "rougeL_headroom_ci_low", "rougeL_headroom_ci_high"} <= d.keys():
+            lines.append(f"  teacher - before {100 * d['rougeL_headroom']:+.1f} (95% CI "
+                         f"{100 * d['rougeL_headroom_ci_low']:+.1f} to {100 * d['rougeL_headroom_ci_high']:+.1f}): "
+                         "what a student writing its teacher's answers would show")
         roles = [r for r in ("teacher", "before", "after") if f"repetition_share_{r}" in d]
         if roles:
             lines.append("  outputs with a 4-gram repeated 3+ times: " + ", ".join(

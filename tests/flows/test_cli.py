@@ -45,6 +45,10 @@ def test_run_summary_takes_its_verdict_from_the_ci_and_names_the_query_set():
     assert findings(distill(-0.03, -0.01))[0].endswith("worse than before")
     assert findings(distill(-0.01, 0.03))[0].endswith("no difference the CI can show")
     assert "teacher 10%, before 50%, after 30%" in findings(distill(0.01, 0.03))[1]
+    ceiling = distill(0.01, 0.03)
+    ceiling["distill_student"]["metrics"].update(rougeL_headroom=0.05, rougeL_headroom_ci_low=-0.01,
+                                                 rougeL_headroom_ci_high=0.11)
+    assert findings(ceiling)[1] == "  teacher - before +5.0 (95% CI -1.0 to +11.0): what a student writing its teacher's answers would show"
     sedsi = {f"{q}.{s}.hits_at_1": v for q in ("pseudo", "labelled") for s, v in
              (("sedsi", 0.5), ("bm25", 0.75), ("hybrid", 0.625))}
     lines = findings({"sedsi_index": {"metrics": {**sedsi, "labelled.queries": 8.0, "pseudo.queries": 16.0}}})

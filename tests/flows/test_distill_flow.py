@@ -45,6 +45,8 @@ def test_scrg_and_distill_outputs_and_tracking(workdir):
     metrics = result["stages"]["distill_student"]["metrics"]
     assert metrics["rougeL_gain"] == pytest.approx(metrics["rougeL_after"] - metrics["rougeL_before"], abs=1e-9)
     assert metrics["rougeL_gain_ci_low"] <= metrics["rougeL_gain"] <= metrics["rougeL_gain_ci_high"]
+    assert metrics["rougeL_headroom"] == pytest.approx(metrics["rougeL_teacher"] - metrics["rougeL_before"], abs=1e-9)
+    assert metrics["rougeL_headroom_ci_low"] <= metrics["rougeL_headroom"] <= metrics["rougeL_headroom_ci_high"]
     for who in ("teacher", "before", "after"):
         assert 0 <= metrics[f"repetition_share_{who}"] <= 1 and 0 <= metrics[f"distinct2_{who}"] <= 1
 
