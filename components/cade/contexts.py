@@ -73,7 +73,8 @@ DEFAULT_PERMUTATIONS = 1000
 MIN_EXCEEDANCES = 10
 # The test holds the context vectors of at most this many occurrences at a time (both slices; about
 # 5 KB each at 100 dimensions, so ~0.5 GB): larger slices are tested a block of words at a time, with
-# the same p values (the random relabellings are drawn in the same order).
+# the same p values up to rounding (the fill is summed in another order; the relabellings are drawn in
+# the same order). Each block rescans the slices' token arrays: cheap beside the occurrence vectors.
 MAX_OCCURRENCES = 100_000
 
 
@@ -177,7 +178,8 @@ def occurrences(texts: Sequence[list[str]], words: Sequence[str], key_to_index: 
 
 def blocks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
     """Consecutive word ranges [start, stop) of at most ``budget`` occurrences each (a word with more
-    stands alone): the context test holds one range's occurrence vectors at a time."""
+    gets a range of its own, with at most zero-count words beside it): the context test holds one
+    range's occurrence vectors at a time."""
     out, start, held = [], 0, 0
     for i, n in enumerate(counts.tolist()):
         if held and held + n > budget:

@@ -172,7 +172,7 @@ def test_large_slices_are_tested_a_block_of_words_at_a_time_with_the_same_result
     budget = int(counts.sum() // 7)
     assert len(contexts.blocks(counts, budget)) >= 7
     monkeypatch.setattr(contexts, "MAX_OCCURRENCES", budget)
-    held = []  # occurrences collected per call: slice a's then slice b's, block by block
+    held = []  # occurrences collected per call, slice a's then slice b's for each block (the fill pass, then the test)
     collect = contexts.collect
 
     def counting_collect(*args, **kwargs):
