@@ -6,7 +6,8 @@ words in one block, each in its own process, side by side in one run.
 
 The slices: the Wikipedia sample against the text8 head and Lee news (every text, ~800k tokens), aligned
 with 2 epochs (the vectors' quality does not matter here, only the texts and the compass). Prints per mode
-the peak RSS above the loaded alignment, the wall time, and how far the p values differ.
+the peak RSS above the loaded alignment (above the high-water mark after loading it: a lower bound on the
+test's own memory, the same for both modes), the wall time, and how far the p values differ.
 """
 
 from __future__ import annotations
