@@ -290,8 +290,8 @@ def distil(teacher, student, responses: pd.DataFrame, scrg: pd.DataFrame | None,
         teacher_out = greedy_outputs(teacher.model, tok, test, cfg, generation) if len(test) else []
     outputs = {"teacher": teacher_out, "before": before, "after": after}
     # rougeL_headroom: teacher - before, the gain a student that wrote its teacher's answers would show
-    # on this test split (a student distilled from the teacher is not expected to pass it); beside
-    # rougeL_gain it says whether the test split can resolve a gain at all
+    # on this test split (about the most a student distilled from that teacher can be expected to gain);
+    # beside rougeL_gain it says whether the test split can resolve a gain at all
     scores, metrics = compare_outputs(outputs, references, cfg, pairs={"rougeL_gain": ("after", "before"),
                                                                         "rougeL_headroom": ("teacher", "before")})
     samples = test[["id", "instruction"]].assign(
