@@ -303,14 +303,15 @@ def context_test(alignment, a: str, b: str, words: Sequence[str], layout: str = 
         raise CadeError(f"unknown context layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     keys = alignment.compass.key_to_index
     toks = [tokens(alignment.texts[name], words, keys) for name in (a, b)]
+    table = np.asarray(alignment.context, dtype=np.float64)  # once, not per block (collect keeps it as is)
     spans = blocks(sum(tok.counts(len(words)) for tok in toks), MAX_OCCURRENCES)
     fill = None
     if len(spans) > 1:  # the fill is a mean over every block: one pass for it first
-        fill = side_fill(collect(tok, alignment.context, window, *span) for span in spans for tok in toks)
+        fill = side_fill(collect(tok, table, window, *span) for span in spans for tok in toks)
     rng = np.random.default_rng([seed, zlib.crc32(a.encode("utf-8")), zlib.crc32(b.encode("utf-8"))])
     shift, p = np.full(len(words), np.nan), np.full(len(words), np.nan)
     for start, stop in spans:
-        occs = [collect(tok, alignment.context, window, start, stop) for tok in toks]
+        occs = [collect(tok, table, window, start, stop) for tok in toks]
         sums_a, sums_b = text_sums(occs, layout, stop - start, fill)
         for j in range(stop - start):
             n_a = len(sums_a.counts[j])

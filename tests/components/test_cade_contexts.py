@@ -161,7 +161,6 @@ def test_a_null_pair_calls_no_word_a_shift_and_its_p_values_are_spread(synthetic
     assert (p < 0.05).mean() < 0.12 and 0.3 < (p < 0.5).mean() < 0.7
 
 
-
 def test_large_slices_are_tested_a_block_of_words_at_a_time_with_the_same_result(synthetic, monkeypatch):
     import components.cade.contexts as contexts
 
