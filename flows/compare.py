@@ -16,7 +16,8 @@ cade_align, sedsi_index) runs at all.
 Scores: ROUGE-L x 100 of the distilled student's greedy test answers against the dataset references
 (test prompts without a reference are left out and counted), per prompt averaged over seeds; a row's
 score is the mean over prompts. Each row's difference to the best baseline (the baseline method with the
-highest score) gets a paired bootstrap 95 % CI over test prompts. Reference rows: the teacher, the
+highest score) gets a paired bootstrap 95 % CI over test prompts, and so does its difference to the healed
+init (did the distillation beat its own starting point: issue 14's target (a), per method). Reference rows: the teacher, the
 healed student every method starts from, and the instruction (+ input) echoed back as the answer,
 which shows what ROUGE-L gives for nothing. Every row also reports the share of answers with a 4-gram
 repeated 3+ times and distinct-2.
@@ -130,7 +131,10 @@ def summarise(per_method: dict[str, list], references: list[str], echo: list[str
              row("instruction echo", "reference", [echo])]
     baselines = [r for r in rows if r["kind"] == "baseline"]
     best = max(baselines, key=lambda r: r["rougeL"]) if baselines else None
+    healed_row = next(r for r in rows if r["method"] == "healed init")
     for r in rows:
+        ci = paired_bootstrap(list(r["per_prompt"]), list(healed_row["per_prompt"]), samples, seed=seeds[0])
+        r.update(vs_init=ci.mean, init_ci_low=ci.low, init_ci_high=ci.high)
         if best is None:
             r.update(vs_best=None, ci_low=None, ci_high=None)
             continue
@@ -217,7 +221,8 @@ def log_comparison(cfg, table: Comparison, config: str) -> str:
     now = int(time.time() * 1000)
     client.log_batch(run.info.run_id, metrics=[
         Metric(f"{r['method'].replace(' ', '_')}.{k}", float(r[k]), now, 0)
-        for r in table.rows for k in ("rougeL", "repetition_share", "vs_best", "ci_low", "ci_high") if r[k] is not None])
+        for r in table.rows for k in ("rougeL", "repetition_share", "vs_best", "ci_low", "ci_high", "vs_init",
+                                      "init_ci_low", "init_ci_high") if r[k] is not None])
     client.log_batch(run.info.run_id, metrics=[Metric("test_prompts_scored", float(table.scored_prompts), now, 0)])
     client.set_terminated(run.info.run_id)
     return run.info.run_id

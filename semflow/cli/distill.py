@@ -22,8 +22,8 @@ def compare(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the table as JSON")] = None,
 ) -> None:
     """Distil with every method on the same data and seeds; print one ROUGE-L table with paired bootstrap
-    95 % CIs against the best baseline, the teacher, the healed init and an instruction echo (logged to
-    MLflow as one comparison run).
+    95 % CIs against the best baseline and against the healed init every method starts from, the teacher,
+    the healed init and an instruction echo (logged to MLflow as one comparison run).
 
     Only what a method changes runs per method: the pipeline until distill_student (SCRG and
     distillation); data prep, teacher answers and the healed student come from the cache."""
@@ -55,12 +55,14 @@ def show(table, config) -> None:
     out = Table(title=f"distillation on {config}: ROUGE-L x100 on {table.scored_prompts} test prompts with references, "
                 f"mean over seeds {','.join(map(str, table.seeds))}")
     for column in ("method", "kind", "seeds", "ROUGE-L", "sd (seeds)", f"- {table.best_baseline}", "95% CI",
-                   "repeats 4-gram", "distinct-2"):
+                   "- healed init", "95% CI ", "repeats 4-gram", "distinct-2"):
         out.add_column(column, justify="left" if column in ("method", "kind") else "right")
+    interval = lambda low, high: "" if low is None else f"[{low:+.2f}, {high:+.2f}]"  # noqa: E731
     for r in table.rows:
-        ci = "" if r["ci_low"] is None else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
         out.add_row(r["method"], r["kind"], str(r["seeds"]), f"{r['rougeL']:.2f}", f"{r['rougeL_seed_std']:.2f}",
-                    fmt(r["vs_best"]), ci, f"{r['repetition_share']:.2f}", f"{r['distinct_2']:.2f}")
+                    fmt(r["vs_best"]), interval(r["ci_low"], r["ci_high"]), fmt(r["vs_init"]),
+                    interval(r["init_ci_low"], r["init_ci_high"]), f"{r['repetition_share']:.2f}",
+                    f"{r['distinct_2']:.2f}")
     console.print(out)
     if table.scored_prompts < table.test_prompts:
         console.print(f"{table.test_prompts - table.scored_prompts} test prompts have no reference and are not scored")

@@ -212,8 +212,13 @@ def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
     assert table["best_baseline"] == "kd_fkl" and table["seeds"] == [0, 1]
     best = table["rows"][0]
     assert best["vs_best"] == 0 and best["ci_low"] == best["ci_high"] == 0  # a row against itself
+    healed = next(r for r in table["rows"] if r["method"] == "healed init")
+    assert healed["vs_init"] == 0 and healed["init_ci_low"] == healed["init_ci_high"] == 0
     for r in table["rows"]:
         assert r["ci_low"] <= r["vs_best"] <= r["ci_high"] and 0 <= r["repetition_share"] <= 1
+        # paired on the same prompts: the mean difference is the difference of the rows' scores
+        assert r["vs_init"] == pytest.approx(r["rougeL"] - healed["rougeL"], abs=1e-9)
+        assert r["init_ci_low"] <= r["vs_init"] <= r["init_ci_high"]
     assert [r["seeds"] for r in table["rows"]] == [2, 2, 1, 1, 1]
     runs = table["runs"]
     assert [(r["method"], r["seed"]) for r in runs] == [("kd_fkl", 0), ("kd_fkl", 1), ("mgsr-no-span", 0),
@@ -221,7 +226,7 @@ def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
     assert len({r["key"] for r in runs}) == 4  # each seed is its own distillation
     for stage in ("describe_documents", "cade_align", "sedsi_index"):
         assert not (workdir / "artifacts" / stage).exists(), f"compare ran {stage}"
-    assert "95% CI" in result.output and "instruction echo" in result.output
+    assert "95% CI" in result.output and "- healed init" in result.output and "instruction echo" in result.output
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("semflow").experiment_id],
