@@ -30,6 +30,7 @@ import pandas as pd
 
 from semflow.caching import StageKey, combine_digests
 from semflow.dag import stage as declared
+from semflow.memory import release_memory
 from semflow.runtime import RunContext
 from semflow.store import MANIFEST, ArtifactStore, OutputRef, StageManifest, digest_dir, local_dir
 
@@ -146,7 +147,10 @@ def run_stage(key: StageKey, ctx: RunContext, body: Body) -> StageManifest:
             log.info("%s: artifact %s was computed by a concurrent run while this one waited; not recomputed",
                      key.stage, key.key)
             return existing
-        manifest = _compute(store, key, ctx, body)
+        try:
+            manifest = _compute(store, key, ctx, body)
+        finally:  # the body's models are garbage now; without this the process keeps their pages (semflow.memory)
+            release_memory()
         # The artifact is complete: scratch that only served to resume it (training checkpoints) goes.
         shutil.rmtree(store.work_dir(key.stage, key.key), ignore_errors=True)
     return manifest
