@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from semflow.cli.common import ConfigOpt, SetOpt, app, console, fail, load
@@ -63,7 +64,11 @@ def show(table, config) -> None:
                     fmt(r["vs_best"]), interval(r["ci_low"], r["ci_high"]), fmt(r["vs_init"]),
                     interval(r["init_ci_low"], r["init_ci_high"]), f"{r['repetition_share']:.2f}",
                     f"{r['distinct_2']:.2f}")
-    console.print(out)
+    if console.is_terminal:
+        console.print(out)
+    else:  # a file or a pipe: rich would squeeze the eleven columns into 80 characters and cut every number
+        wide = console.measure(out, options=console.options.update_width(10_000)).maximum
+        Console(width=max(console.width, wide)).print(out)
     if table.scored_prompts < table.test_prompts:
         console.print(f"{table.test_prompts - table.scored_prompts} test prompts have no reference and are not scored")
 

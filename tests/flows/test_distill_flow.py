@@ -204,7 +204,7 @@ def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
     args = ["compare", "-c", str(SMOKE), "--set", f"runtime.workdir={workdir}", "--methods", "kd_fkl,mgsr-no-span",
             "--seeds", "0,1", "--json", str(out)]
     env_before = os.environ.get("MLFLOW_TRACKING_URI")
-    result = CliRunner().invoke(app, args, env={"COLUMNS": "240"})
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})  # not a terminal: the table must not be cut
     assert result.exit_code == 0, result.output
     assert os.environ.get("MLFLOW_TRACKING_URI") == env_before  # no tracking store leaks to later runs
     table = json.loads(out.read_text())
@@ -227,6 +227,9 @@ def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
     for stage in ("describe_documents", "cade_align", "sedsi_index"):
         assert not (workdir / "artifacts" / stage).exists(), f"compare ran {stage}"
     assert "95% CI" in result.output and "- healed init" in result.output and "instruction echo" in result.output
+    for r in table["rows"]:  # every figure printed whole
+        assert f"[{r['init_ci_low']:+.2f}, {r['init_ci_high']:+.2f}]" in result.output
+        assert f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" in result.output
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("semflow").experiment_id],
