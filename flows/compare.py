@@ -17,10 +17,10 @@ Scores: ROUGE-L x 100 of the distilled student's greedy test answers against the
 (test prompts without a reference are left out and counted), per prompt averaged over seeds; a row's
 score is the mean over prompts. Each row's difference to the best baseline (the baseline method with the
 highest score) gets a paired bootstrap 95 % CI over test prompts, and so does its difference to the healed
-init (did the distillation beat its own starting point: issue 14's target (a), per method). Reference rows: the teacher, the
-healed student every method starts from, and the instruction (+ input) echoed back as the answer,
-which shows what ROUGE-L gives for nothing. Every row also reports the share of answers with a 4-gram
-repeated 3+ times and distinct-2.
+init (did the distillation beat its own starting point: issue 14's target (a), per method). Reference
+rows: the teacher, the healed student every method starts from, and the instruction (+ input) echoed
+back as the answer, which shows what ROUGE-L gives for nothing. Every row also reports the share of
+answers with a 4-gram repeated 3+ times and distinct-2.
 """
 
 from __future__ import annotations
