@@ -21,7 +21,7 @@ def test_release_memory_gives_freed_heap_pages_back():
     # the pages stay resident, as a stage's freed model and optimizer pages did
     blocks = [b"x" * 100_000 for _ in range(2000)]
     pin = b"y" * 100_000
-    del blocks
+    del blocks  # freed by reference counting, as a stage's models are when its body returns
     freed = rss_mb()
     assert release_memory()
     assert freed - rss_mb() > 100, "malloc_trim gave back less than half of the 200 MB freed"
