@@ -4,7 +4,7 @@ A stage that loads models and trains frees everything it allocated when it retur
 keeps the freed heap pages (one arena per thread that allocated: torch's intra-op threads, Prefect's task
 threads) and the process's resident size stays where the stage's peak left it. When one process runs
 stage after stage, as `semflow compare` does for every (method, seed), fragmentation makes that grow:
-a CPU-size Dolly comparison reached 23.8 GB RSS after eight distillations and was killed by the OOM
+a CPU-size Dolly comparison reached 23.8 GB RSS in its sixth distillation and was killed by the OOM
 killer, with no model or tensor alive in Python (measured 2026-12-08; bench/results/distill.md
 section 3b). `release_memory()` after each stage asks glibc to return the free pages (`malloc_trim(0)`):
 on the same runs RSS fell from 2.4-5.1 GB to 0.85-0.90 GB after each stage, and with the call in every
