@@ -127,19 +127,20 @@ def summarise(per_method: dict[str, list], references: list[str], echo: list[str
 
     rows = [row(m, "baseline" if m in BASELINES else "ablation" if m in ABLATIONS else "method", outs)
             for m, outs in per_method.items()]
-    rows += [row("teacher", "reference", [teacher]), row("healed init", "reference", [healed]),
-             row("instruction echo", "reference", [echo])]
+    healed_row = row("healed init", "reference", [healed])
+    rows += [row("teacher", "reference", [teacher]), healed_row, row("instruction echo", "reference", [echo])]
     baselines = [r for r in rows if r["kind"] == "baseline"]
     best = max(baselines, key=lambda r: r["rougeL"]) if baselines else None
-    healed_row = next(r for r in rows if r["method"] == "healed init")
+
+    def minus(r: dict[str, Any], other: dict[str, Any] | None) -> tuple[float | None, float | None, float | None]:
+        """r - other per prompt: mean and paired bootstrap 95 % CI (None without an other row)."""
+        if other is None:
+            return None, None, None
+        return tuple(paired_bootstrap(list(r["per_prompt"]), list(other["per_prompt"]), samples, seed=seeds[0]))
+
     for r in rows:
-        ci = paired_bootstrap(list(r["per_prompt"]), list(healed_row["per_prompt"]), samples, seed=seeds[0])
-        r.update(vs_init=ci.mean, init_ci_low=ci.low, init_ci_high=ci.high)
-        if best is None:
-            r.update(vs_best=None, ci_low=None, ci_high=None)
-            continue
-        ci = paired_bootstrap(list(r["per_prompt"]), list(best["per_prompt"]), samples, seed=seeds[0])
-        r.update(vs_best=ci.mean, ci_low=ci.low, ci_high=ci.high)
+        r.update(zip(("vs_best", "ci_low", "ci_high"), minus(r, best)))
+        r.update(zip(("vs_init", "init_ci_low", "init_ci_high"), minus(r, healed_row)))
     return rows, best["method"] if best else None
 
 

@@ -216,7 +216,7 @@ def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
     assert healed["vs_init"] == 0 and healed["init_ci_low"] == healed["init_ci_high"] == 0
     for r in table["rows"]:
         assert r["ci_low"] <= r["vs_best"] <= r["ci_high"] and 0 <= r["repetition_share"] <= 1
-        # paired on the same prompts: the mean difference is the difference of the rows' scores
+        # against the healed row, not another one (pairing itself: test_compare_differences_are_paired_by_prompt)
         assert r["vs_init"] == pytest.approx(r["rougeL"] - healed["rougeL"], abs=1e-9)
         assert r["init_ci_low"] <= r["vs_init"] <= r["init_ci_high"]
     assert [r["seeds"] for r in table["rows"]] == [2, 2, 1, 1, 1]
@@ -237,6 +237,22 @@ def test_compare_table_cis_reference_rows_and_mlflow_run(workdir, tmp_path):
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"compare.json", "compare.parquet", "compare.png"}
     assert run.data.metrics["kd_fkl.rougeL"] == pytest.approx(best["rougeL"])
     assert run.data.tags["semflow.best_baseline"] == "kd_fkl"
+
+def test_compare_differences_are_paired_by_prompt():
+    """A method answering exactly as the healed student differs from it by 0 on every prompt, so its
+    difference and both ends of the CI are 0; unpaired (or paired with the wrong prompts) the healed
+    student's uneven per-prompt scores would spread the interval. The same holds against the best baseline."""
+    from flows.compare import summarise
+
+    references = ["the cat sat on the mat", "a dog ran far away", "rain fell all day long"]
+    healed = ["the cat sat on the mat", "a dog", "sun"]  # ROUGE-L 100, partial, 0: uneven per prompt
+    rows, best = summarise({"seqkd": [healed, healed], "sft": [references, references]}, references,
+                           echo=references, teacher=references, healed=healed, seeds=[0, 1], samples=2000)
+    by = {r["method"]: r for r in rows}
+    assert best == "sft"
+    assert (by["seqkd"]["vs_init"], by["seqkd"]["init_ci_low"], by["seqkd"]["init_ci_high"]) == (0, 0, 0)
+    assert (by["teacher"]["vs_best"], by["teacher"]["ci_low"], by["teacher"]["ci_high"]) == (0, 0, 0)
+    assert by["sft"]["init_ci_low"] < by["sft"]["vs_init"] < by["sft"]["init_ci_high"]  # uneven gains: a real interval
 
 
 @pytest.mark.parametrize("methods, message", [(",", "--methods names no method"),
